@@ -1,0 +1,26 @@
+# See README.md. Every target sets up .venv first (seconds when it exists).
+PY := .venv/bin/python
+TOY_DATA := data/toy/annotations/train.json
+
+.PHONY: install data test demo bench clean
+
+install:
+	@bash tools/install.sh
+
+$(TOY_DATA): | install
+	$(PY) tools/make_toy_dataset.py --out data/toy
+
+data: install $(TOY_DATA)
+
+test: install
+	$(PY) -m pytest -q tests
+
+demo: data
+	$(PY) tools/ablate.py configs/retinanet_fl.py configs/retinanet_ce.py configs/retinanet_ce_sf.py \
+		--toy small --work-dir work_dirs/demo
+
+bench: install data
+	$(PY) benchmarks/run_all.py --out docs/benchmarks.md
+
+clean:
+	rm -rf work_dirs

@@ -1,0 +1,1 @@
+from . import dense_heads, losses, roi_heads, task_modules  # noqa: F401

@@ -1,0 +1,142 @@
+"""Ablation runner: train several configs with the same seed and schedule,
+evaluate COCO AP, and report them as the papers' ablation tables do.
+
+Each run is a separate ``tools/train.py`` process, so a run that diverges or
+crashes is reported as such (``n/a``) without taking the others down.
+"""
+import glob
+import json
+import math
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TRAIN = osp.join(REPO, 'tools', 'train.py')
+
+METRICS = (('AP', 'coco/bbox_mAP'), ('AP50', 'coco/bbox_mAP_50'),
+           ('AP75', 'coco/bbox_mAP_75'), ('AP_S', 'coco/bbox_mAP_s'),
+           ('AP_M', 'coco/bbox_mAP_m'), ('AP_L', 'coco/bbox_mAP_l'))
+_REG_WORDS = ('bbox', 'xy', 'wh', 'iou', 'centerness')
+
+
+def _read_scalars(work_dir: str) -> List[Dict]:
+    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
+                                      'scalars.json')))
+    if not files:
+        return []
+    with open(files[-1]) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def split_losses(record: Dict) -> Dict[str, float]:
+    """Sum a log record's losses into classification and regression."""
+    cls = reg = 0.0
+    for key, value in record.items():
+        if not key.startswith('loss') or key == 'loss':
+            continue
+        if 'cls' in key or 'conf' in key:
+            cls += value
+        elif any(word in key for word in _REG_WORDS):
+            reg += value
+    return dict(cls=cls, reg=reg)
+
+
+def train_and_eval(config: str,
+                   work_dir: str,
+                   toy: Optional[str] = 'small',
+                   toy_data: str = 'data/toy/',
+                   cfg_options: Optional[Dict[str, str]] = None,
+                   seed: int = 0,
+                   extra_args: Sequence[str] = ()) -> Dict:
+    """Train ``config`` in a subprocess and collect its results.
+
+    Args:
+        config (str): Config path.
+        work_dir (str): Where the run writes its logs and checkpoints.
+        toy (str, optional): ``--toy`` size, or None for the config as is.
+            Defaults to 'small'.
+        toy_data (str): Toy dataset root. Defaults to 'data/toy/'.
+        cfg_options (dict, optional): ``--cfg-options`` key=value pairs.
+        seed (int): ``randomness.seed``; the same for every row so rows
+            differ only by their config. Defaults to 0.
+        extra_args (Sequence[str]): More ``tools/train.py`` flags.
+
+    Returns:
+        dict: the last validation metrics (mmengine's keys, e.g.
+        ``coco/bbox_mAP``), ``diverged`` (a non-finite loss or a failed
+        run), ``returncode``, ``seconds`` and ``loss_history`` (the
+        per-iteration training records).
+    """
+    options = {'randomness.seed': seed, **(cfg_options or {})}
+    cmd = [sys.executable, TRAIN, config, '--work-dir', work_dir,
+           '--cfg-options'] + [f'{k}={v}' for k, v in options.items()]
+    if toy:
+        cmd += ['--toy', toy, '--toy-data', toy_data]
+    cmd += list(extra_args)
+    os.makedirs(work_dir, exist_ok=True)
+    start = time.perf_counter()
+    with open(osp.join(work_dir, 'ablate_stdout.log'), 'w') as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
+                              cwd=REPO)
+    seconds = time.perf_counter() - start
+    records = _read_scalars(work_dir)
+    history = [r for r in records if 'loss' in r]
+    metrics = {}
+    for r in records:
+        if 'loss' not in r:
+            metrics.update(r)
+    non_finite = any(not math.isfinite(v) for r in history
+                     for k, v in r.items()
+                     if k.startswith('loss') and isinstance(v, float))
+    return dict(metrics, diverged=non_finite or proc.returncode != 0,
+                returncode=proc.returncode, seconds=seconds,
+                loss_history=history, command=' '.join(cmd))
+
+
+def markdown_table(rows: Dict[str, Dict]) -> str:
+    """Rows keyed by name -> a Markdown table; diverged rows read n/a."""
+    head = ['Config'] + [m for m, _ in METRICS] + ['final L_cls',
+                                                   'final L_reg', 'time']
+    lines = ['| ' + ' | '.join(head) + ' |',
+             '|' + '---|' * len(head)]
+    for name, r in rows.items():
+        if r['diverged'] or METRICS[0][1] not in r:
+            values = ['n/a'] * len(METRICS)
+        else:
+            values = [f'{r[key]:.3f}' for _, key in METRICS]
+        last = split_losses(r['loss_history'][-1]) if r['loss_history'] \
+            else dict(cls=float('nan'), reg=float('nan'))
+        values += [f"{last['cls']:.4g}", f"{last['reg']:.4g}",
+                   f"{r['seconds'] / 60:.1f} min"]
+        lines.append(f'| {name} | ' + ' | '.join(values) + ' |')
+    return '\n'.join(lines)
+
+
+def plot_losses(rows: Dict[str, Dict], out: str) -> None:
+    """Classification against regression loss over iterations, one panel
+    per row (the Sampling-Free paper's Fig. 3)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.4),
+                             squeeze=False, sharey=True)
+    for ax, (name, r) in zip(axes[0], rows.items()):
+        its = [rec.get('iter', i) for i, rec in enumerate(r['loss_history'])]
+        split = [split_losses(rec) for rec in r['loss_history']]
+        ax.plot(its, [s['cls'] for s in split], label='classification')
+        ax.plot(its, [s['reg'] for s in split], label='regression')
+        ax.set_yscale('log')
+        ax.set_title(name + (' (diverged)' if r['diverged'] else ''),
+                     fontsize=9)
+        ax.set_xlabel('iteration')
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel('training loss (logged)')
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,68 @@
+"""Train configs side by side with one seed and schedule; print the COCO AP
+table (the Sampling-Free paper's Table IV style) and plot the losses.
+
+Example (``make demo``):
+    python tools/ablate.py configs/retinanet_fl.py configs/retinanet_ce.py \
+        configs/retinanet_ce_sf.py --toy small --work-dir work_dirs/demo
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import DictAction
+
+from mmdet_freebies.utils.ablation import (markdown_table, plot_losses,
+                                           train_and_eval)
+from mmdet_freebies.utils.toy import TOY_SIZES
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('configs', nargs='+')
+    parser.add_argument('--work-dir', default='work_dirs/ablate')
+    parser.add_argument('--toy', nargs='?', const='small', default=None,
+                        metavar='SIZE')
+    parser.add_argument('--toy-data', default='data/toy/')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        default={})
+    args = parser.parse_args(argv)
+    if args.toy is not None and args.toy not in TOY_SIZES:
+        parser.error(f'unknown --toy size {args.toy!r}; choose one of '
+                     f'{sorted(TOY_SIZES)}')
+    for path in args.configs:
+        if not osp.isfile(path):
+            parser.error(f'config file {path!r} does not exist')
+
+    rows = {}
+    for path in args.configs:
+        name = osp.splitext(osp.basename(path))[0]
+        print(f'[ablate] training {name} ...', flush=True)
+        rows[name] = train_and_eval(
+            path, osp.join(args.work_dir, name), toy=args.toy,
+            toy_data=args.toy_data, cfg_options=args.cfg_options,
+            seed=args.seed)
+        r = rows[name]
+        status = 'diverged/failed' if r['diverged'] else 'ok'
+        print(f"[ablate] {name}: {status} in {r['seconds']:.0f} s "
+              f"(log: {osp.join(args.work_dir, name, 'ablate_stdout.log')})",
+              flush=True)
+
+    table = markdown_table(rows)
+    os.makedirs(args.work_dir, exist_ok=True)
+    plot = osp.join(args.work_dir, 'losses.png')
+    plot_losses(rows, plot)
+    with open(osp.join(args.work_dir, 'table.md'), 'w') as f:
+        f.write(table + '\n')
+    with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
+        json.dump({k: {m: v for m, v in r.items() if m != 'loss_history'}
+                   for k, r in rows.items()}, f, indent=1)
+    print('\n' + table + '\n')
+    print(f'loss curves: {plot}')
+    return 1 if all(r['diverged'] for r in rows.values()) else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

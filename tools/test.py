@@ -1,0 +1,46 @@
+"""Evaluate a checkpoint: mmdet's ``tools/test.py`` plus ``--toy``.
+
+Example:
+    python tools/test.py configs/retinanet_ce_sf.py work_dirs/x/epoch_12.pth
+"""
+import argparse
+import os.path as osp
+import sys
+
+from mmengine.runner import Runner
+
+from mmdet_freebies.utils.cli import (UserInputError, add_common_args,
+                                      check_data, load_config)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (and eval) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', help='dump predictions to a pickle file')
+    add_common_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args)
+        if not osp.isfile(args.checkpoint):
+            raise UserInputError(
+                f'checkpoint {args.checkpoint!r} does not exist')
+        check_data(cfg, ['test_dataloader'])
+    except UserInputError as e:
+        sys.exit(f'error: {e}')
+    cfg.load_from = args.checkpoint
+    if args.out:
+        cfg.test_evaluator = [cfg.test_evaluator] if isinstance(
+            cfg.test_evaluator, dict) else list(cfg.test_evaluator)
+        cfg.test_evaluator.append(
+            dict(type='DumpDetResults', out_file_path=args.out))
+    runner = Runner.from_cfg(cfg)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

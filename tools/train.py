@@ -1,0 +1,65 @@
+"""Train a detector: mmdet's ``tools/train.py`` plus ``--toy``.
+
+Examples:
+    python tools/train.py configs/retinanet_ce_sf.py
+    python tools/train.py configs/retinanet_ce_sf.py --toy --work-dir w/
+    python tools/train.py configs/retinanet_ce_sf.py --resume
+"""
+import argparse
+import sys
+
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from mmdet_freebies.utils.cli import (UserInputError, add_common_args,
+                                      check_data, load_config)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a detector')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--amp', action='store_true',
+                        help='enable automatic-mixed-precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='enable automatically scaling LR')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from the given checkpoint, or without a path from the '
+        'latest checkpoint in the work directory')
+    add_common_args(parser)
+    return parser.parse_args(argv)
+
+
+def build_runner(args):
+    cfg = load_config(args)
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise UserInputError('--auto-scale-lr needs '
+                                 'auto_scale_lr.base_batch_size in the config')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+    check_data(cfg)
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        runner = build_runner(args)
+    except UserInputError as e:
+        sys.exit(f'error: {e}')
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
