@@ -8,8 +8,7 @@ from mmengine.config import Config
 from mmdet_freebies.datasets.toy import make_toy_dataset
 from mmdet_freebies.utils.toy import apply_toy
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIGS = osp.join(REPO, 'configs')
+from helpers import CONFIGS
 
 
 @pytest.fixture(scope='session')

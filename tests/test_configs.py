@@ -6,11 +6,12 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.dataset import pseudo_collate
+from mmengine.logging import MessageHub
 from mmengine.registry import init_default_scope
 
 from mmdet.registry import DATASETS, MODELS
 
-from .conftest import CONFIGS
+from helpers import CONFIGS
 
 ALL_CONFIGS = sorted(osp.basename(p)
                      for p in glob.glob(osp.join(CONFIGS, '*.py')))
@@ -33,6 +34,8 @@ def test_config_builds_and_runs(name, toy_cfg):
     assert cfg.custom_imports == dict(imports=['mmdet_freebies'],
                                       allow_failed_imports=False)
     init_default_scope('mmdet')
+    # BatchSyncRandomResize reads the iteration from the message hub.
+    MessageHub.get_current_instance().update_info('iter', 0)
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()

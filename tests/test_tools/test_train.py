@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from ..conftest import CONFIGS, REPO
+from helpers import CONFIGS, REPO
 
 TRAIN = osp.join(REPO, 'tools', 'train.py')
 BIN = osp.dirname(sys.executable)

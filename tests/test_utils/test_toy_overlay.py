@@ -3,7 +3,7 @@ from mmengine.config import Config
 
 from mmdet_freebies.utils.toy import apply_toy
 
-from ..conftest import CONFIGS
+from helpers import CONFIGS
 
 
 def test_apply_toy_rewrites_data_model_and_schedule(toy_cfg, toy_data_root):
@@ -20,7 +20,7 @@ def test_apply_toy_rewrites_data_model_and_schedule(toy_cfg, toy_data_root):
     assert cfg.train_cfg.max_epochs == 12
     # The 1x schedule's milestones (8, 11 of 12) keep their place.
     assert cfg.param_scheduler[1].milestones == [8, 11]
-    assert cfg.param_scheduler[0].end == 50
+    assert cfg.param_scheduler[0].end == 100
     assert cfg.val_evaluator.ann_file == toy_data_root + \
         'annotations/val.json'
     assert cfg.env_cfg.dist_cfg == dict(backend='gloo')
