@@ -3,12 +3,17 @@ configs of this pack rewritten for it."""
 import os.path as osp
 
 import pytest
+import torch
 from mmengine.config import Config
 
 from mmdet_freebies.datasets.toy import make_toy_dataset
 from mmdet_freebies.utils.toy import apply_toy
 
 from helpers import CONFIGS
+
+# The toy models are tiny: one intra-op thread is faster than two on a
+# 2-core machine, and leaves the other core to dataloaders and subprocesses.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope='session')

@@ -150,7 +150,7 @@ def make_toy_dataset(out_dir: str,
                      img_size: Tuple[int, int] = (128, 128),
                      objects: Tuple[int, int] = (2, 6),
                      min_size: float = 8.0,
-                     max_frac: float = 0.6) -> Dict[str, str]:
+                     max_frac: float = 0.8) -> Dict[str, str]:
     """Write ``train/``, ``val/`` and ``annotations/{train,val}.json``.
 
     The same arguments give byte-identical files: one ``numpy`` generator
@@ -167,7 +167,7 @@ def make_toy_dataset(out_dir: str,
             Defaults to (2, 6).
         min_size (float): Smallest object side in pixels. Defaults to 8.
         max_frac (float): Largest object side as a fraction of the image
-            side. Defaults to 0.6.
+            side. Defaults to 0.8.
 
     Returns:
         dict: paths of the two annotation files.
