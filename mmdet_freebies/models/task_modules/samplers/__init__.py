@@ -1,0 +1,2 @@
+
+from .iou_balanced_sampler import IoUBalancedSampler  # noqa: F401

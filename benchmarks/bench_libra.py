@@ -1,0 +1,246 @@
+"""Libra R-CNN: our IoUBalancedSampler and FusedBalancedL1Loss against mmdet.
+
+* Sampler: ``IoUBalancedSampler(instance_balanced_pos=True)`` against mmdet's
+  ``CombinedSampler(InstanceBalancedPosSampler, IoUBalancedNegSampler)``,
+  ``sample()`` on the same RoI-head assignments (2000 proposals, 1 to 50
+  gts, 512 samples, gts added as proposals), time per image: the sampling
+  itself (``_sample_pos`` + ``_sample_neg``) and the whole ``sample()``.
+* Loss: forward + backward of ``FusedBalancedL1Loss`` against mmdet's
+  ``BalancedL1Loss`` on 1M elements ((250000, 4), element-wise weights,
+  ``avg_factor``, as the RoI head calls it); median time, and peak memory.
+
+Times are process CPU time on one thread, interleaved between ours and
+mmdet's, so that other load on a shared machine does not skew the ratio.
+
+Peak memory is counted exactly, without the allocator: a
+``TorchDispatchMode`` sees every tensor the forward and backward create, adds
+its storage's bytes when it appears and subtracts them when a weakref
+finalizer reports the storage freed; the peak of that running sum is what
+the call needed beyond its inputs. The bytes autograd keeps between forward
+and backward are counted with ``torch.autograd.graph.saved_tensors_hooks``
+(storages other than the inputs).
+
+Usage: ``.venv/bin/python benchmarks/bench_libra.py``
+"""
+import statistics
+import time
+import weakref
+
+import torch
+from mmengine.structures import InstanceData
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+import mmdet_freebies  # noqa: F401  (registers the pack's modules)
+from mmdet.models.losses import BalancedL1Loss
+from mmdet.models.task_modules import AssignResult
+from mmdet.registry import MODELS, TASK_UTILS
+
+COMMAND = '.venv/bin/python benchmarks/bench_libra.py'
+
+
+def _assignments(num_images=40, num_proposals=2000, seed=0):
+    """RoI-head-like assignments: 1-50 gts, ~10% positives at IoU >= 0.5,
+    negatives skewed to low IoU, a few ignored."""
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for _ in range(num_images):
+        num_gts = int(torch.randint(1, 51, (1, ), generator=g))
+        u = torch.rand(num_proposals, generator=g)
+        gt_inds = torch.randint(1, num_gts + 1, (num_proposals, ),
+                                generator=g)
+        gt_inds[u >= 0.1] = 0
+        gt_inds[u >= 0.99] = -1
+        ious = torch.where(gt_inds > 0,
+                           0.5 + 0.5 * torch.rand(num_proposals, generator=g),
+                           0.5 * torch.rand(num_proposals, generator=g)**2)
+        labels = torch.where(gt_inds > 0, gt_inds % 80, -1)
+        xy = torch.rand(num_proposals, 2, generator=g) * 800
+        boxes = torch.rand(num_gts, 2, generator=g) * 800
+        cases.append((AssignResult(num_gts, gt_inds, ious, labels),
+                      InstanceData(priors=torch.cat([xy, xy + 64], 1)),
+                      InstanceData(bboxes=torch.cat([boxes, boxes + 64], 1),
+                                   labels=torch.randint(
+                                       0, 80, (num_gts, ), generator=g))))
+    return cases
+
+
+def _cpu_ms_per_image(fn, cases):
+    """CPU time of ``fn(fresh assign result, pred, gt)`` per image, in ms:
+    process time, so that other load on a shared machine does not count."""
+    start = time.process_time()
+    for result, pred, gt in cases:
+        fn(AssignResult(result.num_gts, result.gt_inds.clone(),
+                        result.max_overlaps.clone(), result.labels.clone()),
+           pred, gt)
+    return (time.process_time() - start) / len(cases) * 1e3
+
+
+def bench_sampler(repeats=5):
+    cfg = dict(num=512, pos_fraction=0.25, add_gt_as_proposals=True)
+    ours = TASK_UTILS.build(
+        dict(type='IoUBalancedSampler', instance_balanced_pos=True,
+             floor_thr=-1, floor_fraction=0, num_bins=3, **cfg))
+    ref = TASK_UTILS.build(
+        dict(type='CombinedSampler',
+             pos_sampler=dict(type='InstanceBalancedPosSampler'),
+             neg_sampler=dict(type='IoUBalancedNegSampler', floor_thr=-1,
+                              floor_fraction=0, num_bins=3), **cfg))
+    num_pos = int(cfg['num'] * cfg['pos_fraction'])
+
+    def draw(sampler):  # the part that differs: positives and negatives
+        def fn(result, pred, gt):
+            sampler.pos_sampler._sample_pos(result, num_pos)
+            sampler.neg_sampler._sample_neg(result, cfg['num'] - num_pos)
+        return fn
+
+    def sample(sampler):  # the whole BaseSampler.sample()
+        return lambda result, pred, gt: sampler.sample(result, pred, gt)
+
+    cases = _assignments()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # per-image work this small runs on one
+    torch.manual_seed(0)
+    times = {}
+    try:
+        for _ in range(repeats):  # interleaved; best of the repeats
+            for key, fn in (('ours', draw(ours)), ('ref', draw(ref)),
+                            ('ours_all', sample(ours)),
+                            ('ref_all', sample(ref))):
+                t = _cpu_ms_per_image(fn, cases)
+                times[key] = min(times.get(key, t), t)
+    finally:
+        torch.set_num_threads(threads)
+    detail = ('IoUBalancedSampler(instance_balanced_pos=True) vs mmdet '
+              'CombinedSampler(InstanceBalancedPosSampler, '
+              f'IoUBalancedNegSampler); {len(cases)} RoI-head assignments '
+              'of 2000 proposals, 1-50 gts, 512 samples; CPU time per '
+              'image, 1 thread')
+    return [
+        dict(name='Libra: IoU-balanced sampling (positives + negatives)',
+             value=f"{times['ref'] / times['ours']:.1f}x faster",
+             detail=f"{detail}; {times['ours']:.2f} ms vs "
+             f"{times['ref']:.2f} ms",
+             command=COMMAND),
+        dict(name='Libra: IoU-balanced sampler, whole sample()',
+             value=f"{times['ref_all'] / times['ours_all']:.1f}x faster",
+             detail=f"{detail}; includes mmdet's shared BaseSampler.sample "
+             f"work; {times['ours_all']:.2f} ms vs {times['ref_all']:.2f} ms",
+             command=COMMAND),
+    ]
+
+
+class _PeakMemory(TorchDispatchMode):
+    """Running bytes of the storages created under the mode, and its peak."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.current, self.peak = set(), 0, 0
+
+    def _free(self, key, nbytes):
+        self.live.discard(key)
+        self.current -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key, nbytes = storage.data_ptr(), storage.nbytes()
+            if nbytes == 0 or key in self.live:
+                continue
+            self.live.add(key)
+            self.current += nbytes
+            self.peak = max(self.peak, self.current)
+            weakref.finalize(storage, self._free, key, nbytes)
+        return out
+
+
+def _loss_inputs(n=250000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pred = torch.randn(n, 4, generator=g)
+    target = torch.randn(n, 4, generator=g) * 0.5
+    weight = (torch.rand(n, 4, generator=g) > 0.2).float()
+    return pred, target, weight
+
+
+def _step(loss, pred, target, weight):
+    pred = pred.clone().requires_grad_()
+    loss(pred, target, weight=weight, avg_factor=1000.0).backward()
+    return pred.grad
+
+
+def _peak_bytes(loss, pred, target, weight):
+    pred = pred.clone().requires_grad_()
+    with _PeakMemory() as mode:
+        loss(pred, target, weight=weight, avg_factor=1000.0).backward()
+    return mode.peak
+
+
+def _saved_bytes(loss, pred, target, weight):
+    pred = pred.clone().requires_grad_()
+    inputs = {t.untyped_storage().data_ptr() for t in (pred, target, weight)}
+    seen = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in inputs:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss(pred, target, weight=weight, avg_factor=1000.0)
+    return sum(seen.values())
+
+
+def bench_loss(repeats=15):
+    ours = MODELS.build(dict(type='FusedBalancedL1Loss'))
+    ref = BalancedL1Loss()
+    pred, target, weight = _loss_inputs()
+    times = {'ours': [], 'ref': []}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # CPU time of one thread: robust to other load
+    try:
+        for _ in range(2):  # warm-up
+            for loss in (ours, ref):
+                _step(loss, pred, target, weight)
+        for _ in range(repeats):  # interleaved, so that load affects both
+            for name, loss in (('ours', ours), ('ref', ref)):
+                start = time.process_time()
+                _step(loss, pred, target, weight)
+                times[name].append(time.process_time() - start)
+    finally:
+        torch.set_num_threads(threads)
+    t_ours, t_ref = (statistics.median(times[k]) for k in ('ours', 'ref'))
+    peak_ours, peak_ref = (_peak_bytes(x, pred, target, weight)
+                           for x in (ours, ref))
+    saved_ours, saved_ref = (_saved_bytes(x, pred, target, weight)
+                             for x in (ours, ref))
+    mib = 2**20
+    detail = ('FusedBalancedL1Loss vs mmdet BalancedL1Loss, 1M elements '
+              '(250000x4, element weights, avg_factor), CPU')
+    timing = 'median CPU time, 1 thread'
+    return [
+        dict(name='Libra: Balanced L1 forward+backward time',
+             value=f'{t_ref / t_ours:.2f}x faster',
+             detail=f'{detail}; {timing} {t_ours * 1e3:.1f} ms vs '
+             f'{t_ref * 1e3:.1f} ms',
+             command=COMMAND),
+        dict(name='Libra: Balanced L1 peak memory',
+             value=f'{peak_ref / peak_ours:.2f}x lower',
+             detail=f'{detail}; peak of tensors alive during forward+'
+             f'backward {peak_ours / mib:.1f} MiB vs {peak_ref / mib:.1f} '
+             f'MiB; kept for backward {saved_ours / mib:.1f} MiB vs '
+             f'{saved_ref / mib:.1f} MiB',
+             command=COMMAND),
+    ]
+
+
+def run() -> list:
+    return bench_sampler() + bench_loss()
+
+
+if __name__ == '__main__':
+    for row in run():
+        print(f"{row['name']}: {row['value']}\n    {row['detail']}")

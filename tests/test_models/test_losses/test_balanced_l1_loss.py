@@ -1,0 +1,213 @@
+"""FusedBalancedL1Loss against mmdet's BalancedL1Loss and hand values."""
+import math
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmdet.models.losses import BalancedL1Loss
+from mmdet.registry import MODELS
+from mmdet.testing import demo_mm_inputs
+
+from mmdet_freebies.models.losses.balanced_l1_loss import (
+    FusedBalancedL1Loss, fused_balanced_l1_loss)
+from mmdet_freebies.utils.toy import apply_toy
+
+TOL = dict(atol=1e-6, rtol=1e-6)
+
+
+def _inputs(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pred = (torch.randn(n, 4, generator=g) * 1.5).requires_grad_()
+    target = torch.randn(n, 4, generator=g)
+    weight = torch.rand(n, 4, generator=g)
+    return pred, target, weight
+
+
+def _run(loss, pred, target, **kwargs):
+    pred = pred.detach().clone().requires_grad_()
+    out = loss(pred, target, **kwargs)
+    out.sum().backward()
+    return out.detach(), pred.grad
+
+
+@pytest.mark.parametrize('n', [0, 1, 37])
+@pytest.mark.parametrize('weight', [None, 'element', 'object'])
+@pytest.mark.parametrize('avg_factor', [None, 7.0, 'tensor'])
+@pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
+@pytest.mark.parametrize('beta,loss_weight', [(1.0, 1.0), (0.11, 2.5)])
+def test_equals_mmdet(n, weight, avg_factor, reduction, beta, loss_weight):
+    """Values and gradients equal mmdet's over the whole interface."""
+    pred, target, elem_weight = _inputs(n)
+    if weight == 'element':
+        ours_w = ref_w = elem_weight
+    elif weight == 'object':  # mixup's per-object weights, one per row
+        ours_w = elem_weight[:, 0]
+        ref_w = ours_w[:, None].expand(-1, 4)
+    else:
+        ours_w = ref_w = None
+    if avg_factor == 'tensor':
+        avg_factor = torch.tensor(5.0)
+    cfg = dict(alpha=0.5, gamma=1.5, beta=beta, loss_weight=loss_weight)
+    ours, ref = FusedBalancedL1Loss(**cfg), BalancedL1Loss(**cfg)
+    # the constructor's reduction is overridden per call
+    kwargs = dict(avg_factor=avg_factor, reduction_override=reduction)
+    if avg_factor is not None and reduction == 'sum':
+        for loss in (ours, ref):
+            with pytest.raises(ValueError, match='avg_factor'):
+                loss(pred, target, weight=ours_w if loss is ours else ref_w,
+                     **kwargs)
+        return
+    out, grad = _run(ours, pred, target, weight=ours_w, **kwargs)
+    if n == 0:
+        # mmdet returns a 0-d zero (NaN for a weighted mean without
+        # avg_factor); ours keeps the element-wise shape for 'none' and gives
+        # zero otherwise, always with a zero gradient.
+        expected_shape = (0, 4) if reduction == 'none' else ()
+        assert out.shape == expected_shape and not out.any()
+        assert grad.shape == (0, 4)
+        return
+    ref_out, ref_grad = _run(ref, pred, target, weight=ref_w, **kwargs)
+    torch.testing.assert_close(out, ref_out, **TOL)
+    torch.testing.assert_close(grad, ref_grad, **TOL)
+
+
+def test_hand_values():
+    """Eq. (8) with alpha=0.5, gamma=1.5, beta=1: b = e^3 - 1."""
+    b = math.e**3 - 1
+    x = torch.tensor([0.0, 0.5, -0.5, 1.0, 2.0, -2.0], dtype=torch.float64)
+    pred = x.clone().requires_grad_()
+    loss = fused_balanced_l1_loss(pred, torch.zeros_like(x),
+                                  reduction='none')
+    loss.sum().backward()
+    inner = 0.5 / b * (b * 0.5 + 1) * math.log(b * 0.5 + 1) - 0.25
+    at_beta = 1.5 + 1.5 / b - 0.5  # both pieces agree at |x| = beta
+    expected = [0.0, inner, inner, at_beta, 3.0 + 1.5 / b - 0.5,
+                3.0 + 1.5 / b - 0.5]
+    torch.testing.assert_close(loss, torch.tensor(expected,
+                                                  dtype=torch.float64))
+    # gradient alpha ln(b |x| + 1) sign(x) inside, gamma sign(x) outside
+    g = 0.5 * math.log(b * 0.5 + 1)
+    torch.testing.assert_close(
+        pred.grad,
+        torch.tensor([0.0, g, -g, 1.5, 1.5, -1.5], dtype=torch.float64))
+
+
+@pytest.mark.parametrize('beta', [1.0, 0.11, 2.0])
+def test_gradcheck(beta):
+    """The closed-form gradient equals finite differences (float64), for
+    pred, target and weight."""
+    g = torch.Generator().manual_seed(1)
+    pred = torch.randn(6, 4, generator=g, dtype=torch.float64) * 2
+    target = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    # keep |x| away from the kinks at 0 and beta
+    diff = pred - target
+    near = ((diff.abs() < 1e-3) | ((diff.abs() - beta).abs() < 1e-3))
+    pred = torch.where(near, pred + 0.01, pred).requires_grad_()
+    target.requires_grad_()
+    weight = torch.rand(6, generator=g, dtype=torch.float64).requires_grad_()
+
+    def fn(p, t, w):
+        return fused_balanced_l1_loss(p, t, w, beta=beta, avg_factor=3.0,
+                                      loss_weight=1.7)
+
+    assert torch.autograd.gradcheck(fn, (pred, target, weight))
+
+
+def test_target_and_weight_gradients_equal_mmdet():
+    pred, target, weight = _inputs(9, seed=3)
+    grads = []
+    for loss in (FusedBalancedL1Loss(beta=0.11), BalancedL1Loss(beta=0.11)):
+        p = pred.detach().clone().requires_grad_()
+        t = target.clone().requires_grad_()
+        w = weight.clone().requires_grad_()
+        loss(p, t, weight=w, avg_factor=4.0).backward()
+        grads.append((p.grad, t.grad, w.grad))
+    for ours, ref in zip(*grads):
+        torch.testing.assert_close(ours, ref, **TOL)
+    torch.testing.assert_close(grads[0][1], -grads[0][0])
+
+
+def test_saves_one_tensor_for_backward():
+    """Ours keeps only the gradient; mmdet's autograd graph keeps several
+    tensors of the input's size (the memory the benchmark measures)."""
+    pred, target, weight = _inputs(64)
+
+    def saved(loss):
+        sizes = []
+
+        def pack(t):
+            sizes.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss(pred, target, weight=weight, avg_factor=10.0)
+        return sizes
+
+    assert saved(FusedBalancedL1Loss()) == [pred.numel()]
+    assert sum(saved(BalancedL1Loss())) >= 4 * pred.numel()
+
+
+def test_registry_keeps_mmdet_class():
+    assert MODELS.get('BalancedL1Loss') is BalancedL1Loss
+    loss = MODELS.build(dict(type='FusedBalancedL1Loss', beta=0.11,
+                             loss_weight=2.0))
+    assert isinstance(loss, FusedBalancedL1Loss)
+    assert (loss.beta, loss.loss_weight) == (0.11, 2.0)
+    assert 'beta=0.11' in repr(loss)
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(alpha=0), 'alpha=0'),
+    (dict(gamma=-1.0), 'gamma=-1.0'),
+    (dict(beta='1'), "beta='1'"),
+    (dict(reduction='avg'), "reduction='avg'"),
+    (dict(loss_weight=None), 'loss_weight=None'),
+])
+def test_bad_arguments_fail_at_build(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FusedBalancedL1Loss(**kwargs)
+
+
+def test_bad_inputs():
+    loss = FusedBalancedL1Loss()
+    pred, target, weight = _inputs(5)
+    with pytest.raises(ValueError, match=r'target.shape=\(4, 4\)'):
+        loss(pred, target[:4])
+    with pytest.raises(ValueError, match=r'weight.shape=\(3,\)'):
+        loss(pred, target, weight=weight[:3, 0])
+    with pytest.raises(ValueError, match="reduction_override='avg'"):
+        loss(pred, target, reduction_override='avg')
+
+
+def test_no_grad_inputs():
+    """Under no_grad the value is unchanged and carries no graph."""
+    pred, target, weight = _inputs(8)
+    with torch.no_grad():
+        value = FusedBalancedL1Loss()(pred, target, weight=weight)
+    torch.testing.assert_close(
+        value, BalancedL1Loss()(pred, target, weight=weight).detach(), **TOL)
+    assert not value.requires_grad
+
+
+def test_retinanet_libra_trains_and_loads_into_mmdet(toy_cfg, tmp_path,
+                                                    toy_data_root):
+    """One loss step of the toy Libra RetinaNet with our loss, then its
+    weights load strictly into mmdet's Libra RetinaNet config."""
+    cfg = toy_cfg('retinanet_libra.py')
+    assert cfg.model.bbox_head.loss_bbox.type == 'FusedBalancedL1Loss'
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    packed = demo_mm_inputs(2, [[3, 64, 64], [3, 64, 64]], num_items=[3, 1],
+                            num_classes=4)
+    data = model.data_preprocessor(packed, True)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    loss_bbox = sum(losses['loss_bbox'])
+    assert torch.isfinite(loss_bbox) and loss_bbox > 0
+
+    base = tmp_path / 'mmdet_libra_retinanet.py'
+    base.write_text("_base_ = 'mmdet::libra_rcnn/"
+                    "libra-retinanet_r50_fpn_1x_coco.py'\n")
+    ref = MODELS.build(apply_toy(Config.fromfile(str(base)), 'tiny',
+                                 toy_data_root).model)
+    ref.load_state_dict(model.state_dict(), strict=True)

@@ -1,0 +1,341 @@
+"""IoUBalancedSampler: exact counts, no duplicates, the reference's
+distribution, and the defects of mmdet's samplers that it fixes."""
+import copy
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.structures import InstanceData
+from mmdet.models.task_modules import AssignResult
+from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.testing import demo_mm_inputs
+
+from mmdet_freebies.models.task_modules.samplers import IoUBalancedSampler
+from mmdet_freebies.utils.toy import apply_toy
+
+
+class Case:
+    """A fixed assignment of proposals to gts (1-based, 0 negative, -1
+    ignored) with their max IoUs, and placeholder boxes."""
+
+    def __init__(self, gt_inds, ious, num_gts, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.gt_inds, self.ious, self.num_gts = gt_inds, ious, num_gts
+        self.labels = torch.where(gt_inds > 0, gt_inds % 3, -1)
+        xy = torch.rand(gt_inds.numel(), 2, generator=g) * 50
+        self.pred = InstanceData(priors=torch.cat([xy, xy + 10], 1))
+        self.gt = InstanceData(
+            bboxes=torch.tensor([[0., 0., 10., 10.]]).repeat(num_gts, 1),
+            labels=torch.arange(num_gts) % 3)
+
+    @classmethod
+    def make(cls, pos_per_gt, neg_ious, num_ignored=0, seed=0):
+        """Positives per gt at IoU in [0.5, 0.95), then negatives at
+        ``neg_ious``, then ignored proposals."""
+        g = torch.Generator().manual_seed(seed)
+        gt_inds = [i + 1 for i, n in enumerate(pos_per_gt) for _ in range(n)]
+        num_pos = len(gt_inds)
+        neg_ious = torch.as_tensor(neg_ious, dtype=torch.float32)
+        gt_inds = torch.tensor(
+            gt_inds + [0] * len(neg_ious) + [-1] * num_ignored,
+            dtype=torch.long)
+        ious = torch.cat([
+            0.5 + 0.45 * torch.rand(num_pos, generator=g), neg_ious,
+            0.45 * torch.rand(num_ignored, generator=g)])
+        return cls(gt_inds, ious, len(pos_per_gt), seed)
+
+    def assign_result(self):
+        return AssignResult(self.num_gts, self.gt_inds.clone(),
+                            self.ious.clone(), self.labels.clone())
+
+    def draw(self, sampler, seed):
+        """Sample once; returns the result and the (gt-augmented) IoUs."""
+        torch.manual_seed(seed)
+        result = self.assign_result()
+        sampling = sampler.sample(result, self.pred, self.gt)
+        return sampling, result.max_overlaps
+
+
+def _neg_ious(seed=0):
+    """560 negatives skewed to low IoU, as behind an RPN: 150 at exactly 0,
+    250 below 0.05, 100 in [0.05, 0.3), 60 in [0.3, 0.5)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([
+        torch.zeros(150), 0.05 * torch.rand(250, generator=g),
+        0.05 + 0.25 * torch.rand(100, generator=g),
+        0.3 + 0.2 * torch.rand(60, generator=g)])
+
+
+def _ours(**kwargs):
+    return TASK_UTILS.build(dict(type='IoUBalancedSampler', **kwargs))
+
+
+def _reference(num, pos_fraction, floor_thr=-1, floor_fraction=0,
+               num_bins=3, **kwargs):
+    return TASK_UTILS.build(
+        dict(
+            type='CombinedSampler',
+            num=num,
+            pos_fraction=pos_fraction,
+            pos_sampler=dict(type='InstanceBalancedPosSampler'),
+            neg_sampler=dict(
+                type='IoUBalancedNegSampler',
+                floor_thr=floor_thr,
+                floor_fraction=floor_fraction,
+                num_bins=num_bins),
+            **kwargs))
+
+
+def _neg_histogram(sampler, case, draws, reset_floor_thr=None):
+    hist = torch.zeros(10)
+    for seed in range(draws):
+        if reset_floor_thr is not None:  # undo mmdet's mutation per draw
+            sampler.neg_sampler.floor_thr = reset_floor_thr
+        sampling, ious = case.draw(sampler, seed)
+        hist += torch.histc(ious[sampling.neg_inds], bins=10, min=0, max=0.5)
+    return hist / hist.sum()
+
+
+# Over 80 draws of 213 negatives the largest bin difference between ours and
+# mmdet's is ~0.002 (sampling noise); random sampling differs by 0.1-0.2.
+HIST_TOL = 0.02
+DRAWS = 80
+
+
+@pytest.mark.parametrize('floor_thr,floor_fraction,num_bins', [
+    (-1, 0, 3),  # Libra R-CNN's setting
+    (0, 0, 3),
+    (0.05, 0.5, 2),
+    (-1, 0, 1),  # one bin: plain random sampling of negatives
+])
+def test_negative_iou_histogram_matches_reference(floor_thr, floor_fraction,
+                                                  num_bins):
+    case = Case.make([30, 8, 2], _neg_ious(), num_ignored=10)
+    cfg = dict(num=256, pos_fraction=0.25, floor_thr=floor_thr,
+               floor_fraction=floor_fraction, num_bins=num_bins)
+    ours = _neg_histogram(_ours(**cfg), case, DRAWS)
+    ref = _neg_histogram(_reference(**cfg), case, DRAWS,
+                         reset_floor_thr=floor_thr)
+    assert (ours - ref).abs().max() < HIST_TOL, (ours, ref)
+    if num_bins > 1:  # the test tells balanced from random sampling
+        random = _neg_histogram(_ours(num=256, pos_fraction=0.25,
+                                      num_bins=1), case, 20)
+        assert (random - ref).abs().max() > 2.5 * HIST_TOL
+
+
+def test_instance_balanced_positives_match_reference():
+    """Trimming case (4 gts, 5 per gt > 16 wanted): the mean number of
+    positives per gt over many draws matches InstanceBalancedPosSampler."""
+    case = Case.make([30, 14, 5, 3], _neg_ious()[:100])
+    means = []
+    for sampler in (_ours(num=32, pos_fraction=0.5,
+                          instance_balanced_pos=True),
+                    _reference(num=32, pos_fraction=0.5)):
+        counts = torch.zeros(4)
+        for seed in range(DRAWS):
+            sampling, _ = case.draw(sampler, seed)
+            counts += torch.bincount(sampling.pos_assigned_gt_inds,
+                                     minlength=4)
+        means.append(counts / DRAWS)
+    # round(16 / 4) + 1 = 5 per gt, 19 in all, 16 kept at random
+    torch.testing.assert_close(means[0], means[1], atol=0.2, rtol=0)
+    torch.testing.assert_close(means[0], torch.tensor([5., 5., 5., 4.]) *
+                               16 / 19, atol=0.2, rtol=0)
+
+
+def test_positive_top_up_is_exact_and_unique():
+    """3 gts with 31, 9 and 3 positives (gts included), 32 wanted:
+    round(32 / 3) + 1 = 12 per gt gives 24, topped up to 32 from gt 1.
+    mmdet's top-up is a set difference of tensors (compared by identity), so
+    it re-draws sampled indices and ends up short after ``unique``."""
+    case = Case.make([30, 8, 2], _neg_ious()[:100])
+    ours = _ours(num=64, pos_fraction=0.5, instance_balanced_pos=True)
+    ref = _reference(num=64, pos_fraction=0.5)
+    ref_counts = []
+    for seed in range(10):
+        sampling, _ = case.draw(ours, seed)
+        per_gt = torch.bincount(sampling.pos_assigned_gt_inds, minlength=3)
+        assert sampling.pos_inds.numel() == 32
+        assert sampling.pos_inds.unique().numel() == 32
+        assert per_gt[1:].tolist() == [9, 3] and per_gt[0] == 20
+        ref_counts.append(case.draw(ref, seed)[0].pos_inds.numel())
+    assert min(ref_counts) < 32  # the reference's defect
+
+
+def _check_counts(sampling, num_pos, num_neg):
+    assert sampling.pos_inds.numel() == num_pos
+    assert sampling.neg_inds.numel() == num_neg
+    for inds in (sampling.pos_inds, sampling.neg_inds):
+        assert inds.unique().numel() == inds.numel()
+
+
+def test_empty_bin_is_filled_from_the_others():
+    """No negative in the middle bin [0.15, 0.3): its quota of 30 goes to
+    the other bins, the count stays exact."""
+    ious = torch.cat([torch.linspace(0, 0.12, 200), torch.full((5, ), 0.4)])
+    case = Case.make([], ious)
+    sampler = _ours(num=90, pos_fraction=0.25, add_gt_as_proposals=False)
+    for seed in range(5):
+        sampling, all_ious = case.draw(sampler, seed)
+        _check_counts(sampling, 0, 90)
+        # max IoU 0.4 -> bins [0, .133), [.133, .267), [.267, .4]: the 5
+        # high negatives are all in the top bin, under its quota of 30
+        assert (all_ious[sampling.neg_inds] == 0.4).sum() == 5
+
+
+def test_top_bin_includes_the_max_iou():
+    """mmdet's bins are [lo, hi), so the proposal at the maximum IoU is only
+    reached by the random top-up. Ours closes the top bin, so that proposal,
+    alone in it, is sampled every time."""
+    ious = torch.cat([torch.rand(300) * 0.1, torch.tensor([0.45])])
+    case = Case.make([], ious)
+    ours = _ours(num=30, pos_fraction=0.25, add_gt_as_proposals=False)
+    ref = _reference(num=30, pos_fraction=0.25, add_gt_as_proposals=False)
+    hits = {'ours': 0, 'ref': 0}
+    for seed in range(30):
+        ref.neg_sampler.floor_thr = -1
+        for name, sampler in (('ours', ours), ('ref', ref)):
+            sampling, _ = case.draw(sampler, seed)
+            hits[name] += int(300 in sampling.neg_inds.tolist())
+    assert hits['ours'] == 30
+    assert hits['ref'] < 15  # reached at random only: 30 draws of 20 / 301
+
+
+def test_fewer_negatives_than_requested_returns_all():
+    case = Case.make([3], torch.rand(20) * 0.5)
+    sampling, _ = case.draw(_ours(num=64, pos_fraction=0.25), 0)
+    _check_counts(sampling, 4, 20)
+    assert sampling.neg_inds.tolist() == list(range(4, 24))
+
+
+def test_no_ground_truths():
+    """An image without gts: every proposal is a negative at IoU 0."""
+    case = Case.make([], torch.zeros(300))
+    sampler = _ours(num=128, pos_fraction=0.25, instance_balanced_pos=True)
+    sampling, _ = case.draw(sampler, 0)
+    _check_counts(sampling, 0, 128)
+    assert sampling.num_gts == 0
+
+
+def test_no_proposals():
+    case = Case.make([], torch.zeros(0))
+    sampling, _ = case.draw(_ours(num=128, pos_fraction=0.25,
+                                  add_gt_as_proposals=False), 0)
+    _check_counts(sampling, 0, 0)
+
+
+@pytest.mark.parametrize('instance_balanced_pos', [False, True])
+def test_counts_exact_and_unique_on_random_assignments(instance_balanced_pos):
+    """2000 proposals, 1 to 50 gts, 512 samples: exactly
+    min(available, wanted) positives and negatives, no duplicates."""
+    g = torch.Generator().manual_seed(0)
+    sampler = _ours(num=512, pos_fraction=0.25, add_gt_as_proposals=False,
+                    instance_balanced_pos=instance_balanced_pos)
+    for _ in range(10):
+        num_gts = int(torch.randint(1, 51, (1, ), generator=g))
+        gt_inds = torch.randint(-1, num_gts + 1, (2000, ), generator=g)
+        gt_inds[torch.rand(2000, generator=g) < 0.8] = 0
+        case = Case(gt_inds, torch.rand(2000, generator=g) * 0.5, num_gts)
+        sampling, _ = case.draw(sampler, 0)
+        num_pos = min(int((gt_inds > 0).sum()), 128)
+        _check_counts(sampling, num_pos,
+                      min(int((gt_inds == 0).sum()), 512 - num_pos))
+
+
+def test_floor_thr_is_not_mutated_and_draws_repeat():
+    case = Case.make([10, 5], _neg_ious())
+    sampler = _ours(num=128, pos_fraction=0.25)
+    first, _ = case.draw(sampler, 7)
+    assert sampler.floor_thr == -1
+    again, _ = case.draw(sampler, 7)
+    assert torch.equal(first.neg_inds, again.neg_inds)
+    assert torch.equal(first.pos_inds, again.pos_inds)
+    other, _ = case.draw(sampler, 8)
+    assert not torch.equal(first.neg_inds, other.neg_inds)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_masks_do_not_synchronise_on_cuda():
+    case = Case.make([10, 5], _neg_ious())
+    result = AssignResult(case.num_gts, case.gt_inds.cuda(),
+                          case.ious.cuda(), case.labels.cuda())
+    sampler = _ours(num=128, pos_fraction=0.25, instance_balanced_pos=True)
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        neg = sampler.neg_mask(result, 100)
+        pos = sampler.pos_mask(result, 28)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    assert int(neg.sum()) == 100 and int(pos.sum()) == 15
+
+
+@pytest.mark.parametrize('key,value', [
+    ('floor_thr', -0.5), ('floor_fraction', 1.5), ('num_bins', 0),
+    ('pos_fraction', 2.0), ('num', -1)])
+def test_bad_arguments_fail_at_build(key, value):
+    cfg = dict(type='IoUBalancedSampler', num=512, pos_fraction=0.25)
+    cfg[key] = value
+    with pytest.raises(ValueError, match=f'{key}={value!r}'):
+        TASK_UTILS.build(cfg)
+
+
+def test_unknown_argument_fails_and_context_is_accepted():
+    with pytest.raises(TypeError, match='floor_thres'):
+        _ours(num=512, pos_fraction=0.25, floor_thres=0.1)
+    _ours(num=512, pos_fraction=0.25, context=object())
+
+
+def test_repr():
+    assert repr(_ours(num=512, pos_fraction=0.25, num_bins=4)) == (
+        'IoUBalancedSampler(num=512, pos_fraction=0.25, neg_pos_ub=-1, '
+        'add_gt_as_proposals=True, floor_thr=-1, floor_fraction=0, '
+        'num_bins=4, instance_balanced_pos=False)')
+
+
+def _toy_model(cfg):
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model
+
+
+def test_faster_rcnn_libra_trains_and_loads_into_mmdet(toy_cfg, tmp_path,
+                                                      toy_data_root):
+    """One loss step on toy inputs, then the weights load strictly into
+    mmdet's own Libra config and predict the same boxes (no inference
+    cost)."""
+    cfg = toy_cfg('faster_rcnn_libra.py')
+    assert cfg.model.train_cfg.rcnn.sampler.type == 'IoUBalancedSampler'
+    model = _toy_model(cfg)
+    packed = demo_mm_inputs(2, [[3, 64, 64], [3, 64, 64]], num_items=[3, 1],
+                            num_classes=4)
+    data = model.data_preprocessor(copy.deepcopy(packed), True)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    assert torch.isfinite(losses['loss_bbox']) and losses['loss_bbox'] > 0
+
+    base = tmp_path / 'mmdet_libra.py'
+    base.write_text("_base_ = 'mmdet::libra_rcnn/"
+                    "libra-faster-rcnn_r50_fpn_1x_coco.py'\n")
+    ref = _toy_model(apply_toy(Config.fromfile(str(base)), 'tiny',
+                               toy_data_root))
+    ref.load_state_dict(model.state_dict(), strict=True)
+    model.eval(), ref.eval()
+    data = model.data_preprocessor(copy.deepcopy(packed), False)
+    with torch.no_grad():
+        ours = model.predict(data['inputs'], data['data_samples'])
+        theirs = ref.predict(data['inputs'], data['data_samples'])
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.pred_instances.bboxes,
+                                   b.pred_instances.bboxes)
+
+
+def test_faster_rcnn_iou_balanced_config(toy_cfg):
+    cfg = toy_cfg('faster_rcnn_iou_balanced.py')
+    sampler = TASK_UTILS.build(cfg.model.train_cfg.rcnn.sampler)
+    assert isinstance(sampler, IoUBalancedSampler)
+    assert (sampler.num, sampler.pos_fraction, sampler.num_bins) == (512,
+                                                                     0.25, 3)
+    # only the sampler changes: the rest is the biased baseline
+    base = toy_cfg('faster_rcnn_biased.py')
+    assert cfg.model.roi_head == base.model.roi_head
+    assert cfg.model.neck == base.model.neck
