@@ -1,0 +1,2 @@
+
+from .mixup_switch_hook import MixupSwitchHook  # noqa: F401

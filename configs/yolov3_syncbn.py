@@ -1,0 +1,10 @@
+# Bag of Freebies, YOLOv3 row 2 (VOC07 80.25 -> 80.81 mAP): synchronized
+# BatchNorm, so the statistics are computed over the whole multi-GPU batch
+# (8 GPUs x 8 images) instead of 8 images per GPU.
+_base_ = './yolov3_baseline.py'
+
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+model = dict(
+    backbone=dict(norm_cfg=norm_cfg),  # every BN layer becomes SyncBN
+    neck=dict(norm_cfg=norm_cfg),
+    bbox_head=dict(norm_cfg=norm_cfg))

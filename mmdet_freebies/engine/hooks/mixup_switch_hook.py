@@ -1,0 +1,123 @@
+"""Turn the visually coherent mixup off for the last epochs.
+
+Bag of Freebies (Zhang et al. 2019) / GluonCV ``train_yolo3.py``: mixup is
+disabled for the last ``--no-mixup-epochs`` = 20 epochs (of 280 on COCO, of
+200 on VOC) so the model finishes on natural images.
+"""
+import warnings
+from typing import Sequence
+
+from mmengine.hooks import Hook
+from mmdet.datasets import MultiImageMixDataset
+from mmdet.registry import HOOKS
+
+DEFAULT_MIXUP_TYPES = ('VisuallyCoherentMixup', 'VisuallyCoherentMixupCached')
+
+
+@HOOKS.register_module()
+class MixupSwitchHook(Hook):
+    """Disable mixup transforms from epoch ``max_epochs - num_last_epochs``.
+
+    Both dataset arrangements are handled, also nested in dataset wrappers
+    (``RepeatDataset``, ``ConcatDataset``, ...):
+
+    * ``MultiImageMixDataset``: ``type_keys`` are added to its
+      ``skip_type_keys`` (matched against the ``type`` strings of its
+      pipeline config, as mmdet's ``YOLOXModeSwitchHook`` does);
+    * any dataset whose pipeline contains a transform of one of the
+      ``type_keys`` classes (e.g. ``VisuallyCoherentMixupCached``): the
+      transform is removed from the pipeline.
+
+    Without mixup no ``gt_weights`` are produced, so weighted heads compute
+    mmdet's plain loss. With ``persistent_workers`` the dataloader's worker
+    processes hold copies of the dataset, so the loader's iterator is
+    dropped and the next epoch starts fresh workers (what mmdet's
+    ``YOLOXModeSwitchHook`` achieves). Epochs count from 0 as in mmengine
+    and GluonCV, so exactly ``num_last_epochs`` epochs run without mixup
+    (``YOLOXModeSwitchHook`` switches one epoch earlier). Resuming inside
+    the last epochs switches again at the first epoch.
+
+    Args:
+        num_last_epochs (int): Number of final epochs without mixup.
+            Defaults to 20.
+        type_keys (Sequence[str]): Transform type names to switch off.
+            Defaults to ``('VisuallyCoherentMixup',
+            'VisuallyCoherentMixupCached')``.
+    """
+
+    def __init__(self,
+                 num_last_epochs: int = 20,
+                 type_keys: Sequence[str] = DEFAULT_MIXUP_TYPES) -> None:
+        if (not isinstance(num_last_epochs, int)
+                or isinstance(num_last_epochs, bool) or num_last_epochs < 0):
+            raise ValueError('MixupSwitchHook: num_last_epochs must be an int '
+                             f'>= 0, got num_last_epochs={num_last_epochs!r}')
+        if isinstance(type_keys, str) or not type_keys or not all(
+                isinstance(k, str) for k in type_keys):
+            raise ValueError('MixupSwitchHook: type_keys must be a non-empty '
+                             f'sequence of str, got type_keys={type_keys!r}')
+        self.num_last_epochs = num_last_epochs
+        self.type_keys = tuple(type_keys)
+        self._has_switched = False
+
+    def before_train(self, runner) -> None:
+        """Warn when the switch leaves no epoch with mixup."""
+        if self.num_last_epochs >= runner.max_epochs:
+            warnings.warn(f'MixupSwitchHook: num_last_epochs='
+                          f'{self.num_last_epochs} >= max_epochs='
+                          f'{runner.max_epochs}, mixup is never used')
+
+    def before_train_epoch(self, runner) -> None:
+        """Switch mixup off once the last ``num_last_epochs`` start."""
+        if self._has_switched or (runner.epoch <
+                                  runner.max_epochs - self.num_last_epochs):
+            return
+        loader = runner.train_dataloader
+        found = self.switch_off(loader.dataset)
+        if not found:
+            warnings.warn(f'MixupSwitchHook: no transform of type '
+                          f'{self.type_keys} in the training dataset; '
+                          'nothing to switch off')
+        runner.logger.info(f'MixupSwitchHook: mixup off from epoch '
+                           f'{runner.epoch} ({found} transform(s))')
+        if getattr(loader, 'persistent_workers', False):
+            # Persistent workers keep their own copy of the dataset: drop
+            # the iterator so that the next ``iter`` forks new workers.
+            loader._iterator = None
+        self._has_switched = True
+
+    def switch_off(self, dataset) -> int:
+        """Disable the mixup transforms in ``dataset``; return how many."""
+        found = 0
+        if isinstance(dataset, MultiImageMixDataset):
+            # Types may be scoped ('mmdet.X'); skip the exact strings.
+            hits = [
+                t for t in dataset.pipeline_types
+                if t.split('.')[-1] in self.type_keys
+            ]
+            if hits:
+                old = list(dataset._skip_type_keys or [])
+                dataset.update_skip_type_keys(
+                    old + [t for t in hits if t not in old])
+                found += len(hits)
+        pipeline = getattr(dataset, 'pipeline', None)
+        if pipeline is not None and hasattr(pipeline, 'transforms'):
+            found += self._remove_from(pipeline)
+        for child in ([getattr(dataset, 'dataset', None)] +
+                      list(getattr(dataset, 'datasets', None) or [])):
+            if child is not None:
+                found += self.switch_off(child)
+        return found
+
+    def _remove_from(self, compose) -> int:
+        kept = [
+            t for t in compose.transforms
+            if type(t).__name__ not in self.type_keys
+        ]
+        removed = len(compose.transforms) - len(kept)
+        compose.transforms[:] = kept
+        for t in kept:
+            if hasattr(t, 'transforms') and hasattr(t.transforms,
+                                                     'transforms'):
+                removed += self._remove_from(t.transforms)
+        return removed

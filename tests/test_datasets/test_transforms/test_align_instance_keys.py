@@ -1,0 +1,76 @@
+"""AlignInstanceKeys: per-object keys follow their boxes through transforms
+that drop objects, and the labels come back untouched."""
+import numpy as np
+import pytest
+
+from mmdet.structures.bbox import HorizontalBoxes
+from mmdet_freebies.datasets.transforms import AlignInstanceKeys
+
+
+def results(n=6, weights=True):
+    rng = np.random.RandomState(0)
+    xy = rng.uniform(0, 60, (n, 2))
+    res = dict(
+        img=np.zeros((80, 80, 3), np.uint8),
+        img_shape=(80, 80),
+        gt_bboxes=HorizontalBoxes(
+            np.concatenate([xy, xy + 15], 1).astype(np.float32)),
+        gt_bboxes_labels=np.arange(n, dtype=np.int64) % 3 + 5,
+        gt_ignore_flags=np.zeros(n, bool))
+    if weights:
+        res['gt_weights'] = np.arange(n, dtype=np.float32) / 10
+    return res
+
+
+def drop_first_and_reverse(res):
+    keep = np.arange(len(res['gt_bboxes']))[1:][::-1].copy()
+    res['gt_bboxes'] = res['gt_bboxes'][keep]
+    res['gt_bboxes_labels'] = res['gt_bboxes_labels'][keep]
+    res['gt_ignore_flags'] = res['gt_ignore_flags'][keep]
+    return res
+
+
+def test_keys_follow_dropped_and_reordered_boxes():
+    src = results()
+    out = AlignInstanceKeys([drop_first_and_reverse]).transform(results())
+    np.testing.assert_array_equal(out['gt_weights'], src['gt_weights'][:0:-1])
+    np.testing.assert_array_equal(out['gt_bboxes_labels'],
+                                  src['gt_bboxes_labels'][:0:-1])
+
+
+def test_with_mmdet_min_iou_random_crop():
+    np.random.seed(3)
+    src = results()
+    t = AlignInstanceKeys([
+        dict(type='MinIoURandomCrop', min_ious=(0.9, ), min_crop_size=0.3)
+    ])
+    for _ in range(20):
+        out = t.transform(results())
+        assert len(out['gt_weights']) == len(out['gt_bboxes'])
+        # each weight is still the one of the object carrying that label
+        idx = np.round(out['gt_weights'] * 10).astype(int)
+        np.testing.assert_array_equal(out['gt_bboxes_labels'],
+                                      src['gt_bboxes_labels'][idx])
+
+
+def test_without_keys_is_the_plain_transform():
+    out = AlignInstanceKeys([drop_first_and_reverse]).transform(
+        results(weights=False))
+    np.testing.assert_array_equal(out['gt_bboxes_labels'], [7, 6, 5, 7, 6])
+
+
+def test_label_changing_transform_is_rejected():
+
+    def relabel(res):
+        res['gt_bboxes_labels'] = res['gt_bboxes_labels'] + 100
+        return res
+
+    with pytest.raises(RuntimeError, match='changed object labels'):
+        AlignInstanceKeys([relabel]).transform(results())
+
+
+def test_repr_and_bad_keys():
+    assert repr(AlignInstanceKeys([], keys=['gt_weights'])).endswith(
+        "keys=('gt_weights',))")
+    with pytest.raises(TypeError, match="keys='gt_weights'"):
+        AlignInstanceKeys([], keys='gt_weights')

@@ -1,0 +1,170 @@
+"""MixupSwitchHook: mixup runs until max_epochs - num_last_epochs and not
+after, for the MultiImageMixDataset wrapper and for the cached transform in
+a plain pipeline, through dataset wrappers and persistent workers."""
+from types import SimpleNamespace
+from unittest.mock import MagicMock
+
+import numpy as np
+import pytest
+import torch
+from mmengine.dataset import BaseDataset, RepeatDataset, pseudo_collate
+from mmengine.hooks import Hook
+from torch.utils.data import DataLoader
+
+from mmdet.datasets import MultiImageMixDataset
+from mmdet.registry import HOOKS
+from mmdet.structures.bbox import HorizontalBoxes
+from mmdet_freebies.engine.hooks import MixupSwitchHook
+
+
+def _load(results):
+    results.update(
+        img=np.full((4, 4, 3), 10 * results['idx'], np.uint8),
+        img_shape=(4, 4),
+        gt_bboxes=HorizontalBoxes(np.array([[0, 0, 2, 2]], np.float32)),
+        gt_bboxes_labels=np.array([results['idx']], np.int64),
+        gt_ignore_flags=np.zeros(1, bool))
+    return results
+
+
+class _Synthetic(BaseDataset):
+
+    def load_data_list(self):
+        return [dict(idx=i) for i in range(4)]
+
+
+def wrapper_dataset():
+    return MultiImageMixDataset(
+        dataset=_Synthetic(pipeline=[_load]),
+        pipeline=[dict(type='VisuallyCoherentMixup', ratio=0.5)])
+
+
+def cached_dataset():
+    from mmdet_freebies.datasets.transforms import VisuallyCoherentMixupCached
+    return _Synthetic(
+        pipeline=[_load, VisuallyCoherentMixupCached(ratio=0.5)])
+
+
+def mixed(dataset):
+    """Whether the dataset still mixes (mixed samples have 2 objects)."""
+    return [len(dataset[i]['gt_bboxes']) == 2 for i in range(4)]
+
+
+def runner(dataset, epoch, max_epochs=5, **loader_kwargs):
+    loader = loader_kwargs.pop('loader', None) or SimpleNamespace(
+        dataset=dataset, persistent_workers=False)
+    return SimpleNamespace(
+        epoch=epoch, max_epochs=max_epochs, train_dataloader=loader,
+        logger=MagicMock())
+
+
+@pytest.mark.parametrize('make', [wrapper_dataset, cached_dataset])
+def test_switches_exactly_for_the_last_epochs(make):
+    np.random.seed(0)
+    dataset = make()
+    hook = HOOKS.build(dict(type='MixupSwitchHook', num_last_epochs=2))
+    for epoch in (0, 1, 2):  # 5 epochs, last 2 are 3 and 4
+        hook.before_train_epoch(runner(dataset, epoch))
+        assert any(mixed(dataset)), epoch
+    hook.before_train_epoch(runner(dataset, 3))
+    assert not any(mixed(dataset))
+    assert all('gt_weights' not in dataset[i] for i in range(4))
+    hook.before_train_epoch(runner(dataset, 4))  # idempotent
+    assert not any(mixed(dataset))
+
+
+def test_keeps_existing_skip_types_and_scoped_types():
+    dataset = MultiImageMixDataset(
+        dataset=_Synthetic(pipeline=[_load]),
+        pipeline=[
+            dict(type='mmdet.VisuallyCoherentMixup', ratio=0.5),
+            dict(type='RandomFlip', prob=0.5)
+        ],
+        skip_type_keys=['RandomFlip'])
+    MixupSwitchHook(num_last_epochs=1).before_train_epoch(
+        runner(dataset, 4))
+    assert dataset._skip_type_keys == [
+        'RandomFlip', 'mmdet.VisuallyCoherentMixup'
+    ]
+
+
+def test_finds_transforms_inside_dataset_wrappers():
+    np.random.seed(0)
+    wrapped = RepeatDataset(cached_dataset(), times=2)
+    MixupSwitchHook(num_last_epochs=1).before_train_epoch(
+        runner(wrapped, 4))
+    assert not any(len(wrapped[i]['gt_bboxes']) == 2 for i in range(8))
+
+
+def test_resume_inside_the_last_epochs_switches():
+    dataset = wrapper_dataset()
+    MixupSwitchHook(num_last_epochs=2).before_train_epoch(
+        runner(dataset, 4))
+    assert not any(mixed(dataset))
+
+
+def test_persistent_workers_see_the_switch():
+    np.random.seed(0)
+    dataset = wrapper_dataset()
+    loader = DataLoader(dataset, batch_size=4, num_workers=1,
+                        persistent_workers=True, collate_fn=pseudo_collate)
+    first = next(iter(loader))
+    assert all(len(b) == 2 for b in first['gt_bboxes'])
+    MixupSwitchHook(num_last_epochs=1).before_train_epoch(
+        runner(None, 4, loader=loader))
+    second = next(iter(loader))
+    assert all(len(b) == 1 for b in second['gt_bboxes'])
+
+
+def test_warnings_and_bad_arguments():
+    dataset = _Synthetic(pipeline=[_load])
+    with pytest.warns(UserWarning, match='nothing to switch off'):
+        MixupSwitchHook(num_last_epochs=1).before_train_epoch(
+            runner(dataset, 4))
+    with pytest.warns(UserWarning, match='mixup is never used'):
+        MixupSwitchHook(num_last_epochs=5).before_train(runner(dataset, 0))
+    for value in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=f'num_last_epochs={value!r}'):
+            MixupSwitchHook(num_last_epochs=value)
+    with pytest.raises(ValueError, match='type_keys'):
+        MixupSwitchHook(type_keys='VisuallyCoherentMixup')
+
+
+@HOOKS.register_module()
+class _WeightsSpyHook(Hook):
+    """Records per epoch whether the training batches carried weights."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        has = all('weights' in s.gt_instances
+                  for s in data_batch['data_samples'])
+        self.seen.setdefault(runner.epoch, set()).add(has)
+
+
+@pytest.mark.slow
+def test_end_to_end_yolov3_mixup_on_toy(toy_cfg, tmp_path):
+    from mmengine.runner import Runner
+    cfg = toy_cfg('yolov3_mixup.py', 'tiny')
+    cfg.train_cfg.update(max_epochs=2)
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    cfg.default_hooks.pop('visualization', None)
+    cfg.custom_hooks = [
+        dict(type='MixupSwitchHook', num_last_epochs=1),
+        dict(type='_WeightsSpyHook')
+    ]
+    cfg.train_dataloader.dataset.dataset.indices = 4  # 2 iters per epoch
+    cfg.work_dir = str(tmp_path)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=10)
+    cfg.randomness = dict(seed=0)
+    runner = Runner.from_cfg(cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: OpenMP threads only contend
+    try:
+        runner.train()
+    finally:
+        torch.set_num_threads(threads)
+    spy = next(h for h in runner.hooks if isinstance(h, _WeightsSpyHook))
+    assert spy.seen == {0: {True}, 1: {False}}

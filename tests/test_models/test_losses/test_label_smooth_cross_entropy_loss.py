@@ -1,0 +1,182 @@
+"""LabelSmoothCrossEntropyLoss: mmdet's loss contract, eps = 0 equal to
+CrossEntropyLoss bit for bit, hand-computed values, GluonCV's YOLOv3
+targets, and the difference with YOLOV3Head.one_hot_smoother."""
+import math
+
+import pytest
+import torch
+
+from mmdet.models.losses import CrossEntropyLoss
+from mmdet.registry import MODELS
+from mmdet_freebies.models.losses import LabelSmoothCrossEntropyLoss
+
+
+def build(**kwargs):
+    return MODELS.build(dict(type='LabelSmoothCrossEntropyLoss', **kwargs))
+
+
+@pytest.mark.parametrize('use_sigmoid', [False, True])
+@pytest.mark.parametrize('input_shape', [(10, 5), (0, 5)])
+def test_loss_contract(use_sigmoid, input_shape):
+    torch.manual_seed(0)
+    pred = torch.rand(input_shape)
+    target = torch.randint(5, (input_shape[0], ))
+    loss_class = build(use_sigmoid=use_sigmoid, label_smoothing=0.1)
+    loss = loss_class(pred, target)
+    assert isinstance(loss, torch.Tensor) and loss.dim() == 0
+    # weight
+    weight = torch.rand(input_shape[0])
+    loss = loss_class(pred, target, weight)
+    assert isinstance(loss, torch.Tensor)
+    # avg_factor
+    loss = loss_class(pred, target, avg_factor=10)
+    assert isinstance(loss, torch.Tensor)
+    # reduction_override
+    for reduction_override in (None, 'none', 'mean'):
+        loss = loss_class(
+            pred, target, avg_factor=10, reduction_override=reduction_override)
+        assert isinstance(loss, torch.Tensor)
+    none = loss_class(pred, target, reduction_override='none')
+    assert none.shape == (input_shape if use_sigmoid else input_shape[:1])
+    # sum == none.sum(), mean with avg_factor == sum / avg_factor
+    summed = loss_class(pred, target, reduction_override='sum')
+    assert torch.allclose(summed, none.sum())
+    assert torch.allclose(
+        loss_class(pred, target, avg_factor=4), summed / 4)
+
+
+@pytest.mark.parametrize('use_sigmoid', [False, True])
+@pytest.mark.parametrize('kwargs', [
+    dict(),
+    dict(class_weight=[0.5, 1.0, 2.0, 1.0, 1.5]),
+    dict(ignore_index=2, avg_non_ignore=True),
+    dict(reduction='sum', loss_weight=3.0),
+])
+def test_eps_zero_equals_cross_entropy(use_sigmoid, kwargs):
+    torch.manual_seed(1)
+    pred = torch.randn(12, 5)
+    target = torch.randint(5, (12, ))
+    weight = torch.rand(12)
+    ours = build(label_smoothing=0.0, use_sigmoid=use_sigmoid, **kwargs)
+    ref = CrossEntropyLoss(use_sigmoid=use_sigmoid, **kwargs)
+    cases = [(), (weight, )]
+    if kwargs.get('reduction') != 'sum':  # avg_factor needs a mean
+        cases.append((weight, 7.0))
+    for args in cases:
+        assert torch.equal(ours(pred, target, *args), ref(pred, target, *args))
+    assert torch.equal(
+        ours(pred, target, reduction_override='none', ignore_index=1),
+        ref(pred, target, reduction_override='none', ignore_index=1))
+
+
+def test_softmax_hand_value():
+    # p = (1/4, 1/2, 1/4); eps = 0.3, K = 3: q' = (0.1, 0.8, 0.1)
+    # CE = -(0.1 ln 1/4 + 0.8 ln 1/2 + 0.1 ln 1/4) = 1.2 ln 2
+    pred = torch.tensor([[0.0, math.log(2.0), 0.0]])
+    loss = build(label_smoothing=0.3)(pred, torch.tensor([1]))
+    assert loss.item() == pytest.approx(1.2 * math.log(2.0), rel=1e-6)
+    # K counts the background logit of an RoI classifier: 2 classes + bg
+    pred = torch.zeros(1, 3)
+    pred[0, 2] = 1.0
+    logp = torch.log_softmax(pred, 1)[0]
+    eps = 0.2
+    expected = -((1 - eps) * logp[2] + eps / 3 * logp.sum())
+    loss = build(label_smoothing=eps)(pred, torch.tensor([2]))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_softmax_ignore_index_and_class_weight():
+    pred = torch.tensor([[0.0, math.log(2.0), 0.0], [1.0, 2.0, 3.0]])
+    loss = build(label_smoothing=0.3, ignore_index=0,
+                 reduction='none')(pred, torch.tensor([1, 0]))
+    assert loss[1].item() == 0
+    assert loss[0].item() == pytest.approx(1.2 * math.log(2.0), rel=1e-6)
+    # PyTorch's definition: (1-eps) w_y (-log p_y) + eps/K sum_k w_k (-log p_k)
+    w = [1.0, 2.0, 3.0]
+    loss = build(label_smoothing=0.3, class_weight=w,
+                 reduction='none')(pred[:1], torch.tensor([1]))
+    logp = [math.log(0.25), math.log(0.5), math.log(0.25)]
+    expected = -(0.7 * 2 * logp[1] + 0.1 * sum(a * b for a, b in zip(w, logp)))
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_sigmoid_hand_value():
+    # p = 3/4 on class 0 of 2; eps = 0.2: targets (0.9, 0.1)
+    pred = torch.tensor([[math.log(3.0), 0.0]])
+    loss = build(label_smoothing=0.2, use_sigmoid=True,
+                 reduction='sum')(pred, torch.tensor([0]))
+    expected = (-(0.9 * math.log(0.75) + 0.1 * math.log(0.25)) -
+                (0.1 * math.log(0.5) + 0.9 * math.log(0.5)))
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    # background (label == num_classes): every target is eps / 2
+    loss = build(label_smoothing=0.2, use_sigmoid=True,
+                 reduction='none')(pred, torch.tensor([2]))
+    expected0 = -(0.1 * math.log(0.75) + 0.9 * math.log(0.25))
+    assert loss[0, 0].item() == pytest.approx(expected0, rel=1e-6)
+
+
+@pytest.mark.parametrize('num_classes', [80, 20, 4])
+def test_sigmoid_reproduces_gluoncv_yolov3_targets(num_classes):
+    e = min(1 / num_classes, 1 / 40)  # GluonCV: positive 1 - e, others e
+    torch.manual_seed(0)
+    pred = torch.randn(6, num_classes)
+    onehot = torch.zeros(6, num_classes)
+    onehot[torch.arange(6), torch.randint(num_classes, (6, ))] = 1
+    gluon_targets = torch.where(onehot > 0, 1 - e, e)
+    ref = CrossEntropyLoss(use_sigmoid=True, reduction='sum')(pred,
+                                                            gluon_targets)
+    ours = build(label_smoothing=2 * e, use_sigmoid=True,
+                 reduction='sum')(pred, onehot)  # float targets, as YOLOv3
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def _yolov3_loss_cls(num_classes, **head_kwargs):
+    from mmengine.structures import InstanceData
+    torch.manual_seed(0)
+    head = MODELS.build(
+        dict(
+            type='YOLOV3Head',
+            num_classes=num_classes,
+            in_channels=[4, 4, 4],
+            out_channels=[4, 4, 4],
+            train_cfg=dict(
+                assigner=dict(
+                    type='GridAssigner',
+                    pos_iou_thr=0.5,
+                    neg_iou_thr=0.5,
+                    min_pos_iou=0)),
+            **head_kwargs))
+    feats = [torch.randn(1, 4, s, s) for s in (2, 4, 8)]
+    gt = InstanceData(
+        bboxes=torch.tensor([[10., 12., 40., 50.]]),
+        labels=torch.tensor([1]))
+    img_metas = [dict(img_shape=(64, 64), batch_input_shape=(64, 64))]
+    return head.loss_by_feat(*head(feats), [gt], img_metas)['loss_cls']
+
+
+def test_in_yolov3_head_versus_one_hot_smoother():
+    ls = dict(type='LabelSmoothCrossEntropyLoss', use_sigmoid=True,
+              label_smoothing=0.2, reduction='sum')
+    ce = dict(type='CrossEntropyLoss', use_sigmoid=True, reduction='sum')
+    ours = sum(_yolov3_loss_cls(2, loss_cls=ls))
+    # with 2 classes mmdet's q(1-eps)+eps/C and (1-eps)t+eps/2 coincide
+    mmdet = sum(_yolov3_loss_cls(2, loss_cls=ce, one_hot_smoother=0.2))
+    plain = sum(_yolov3_loss_cls(2, loss_cls=ce))
+    assert ours.item() == pytest.approx(mmdet.item(), rel=1e-5)
+    assert ours.item() != pytest.approx(plain.item(), rel=1e-3)
+    # with 4 classes mmdet's negatives are eps/4, ours eps/2: they differ
+    ours4 = sum(_yolov3_loss_cls(4, loss_cls=ls))
+    mmdet4 = sum(_yolov3_loss_cls(4, loss_cls=ce, one_hot_smoother=0.2))
+    assert ours4.item() != pytest.approx(mmdet4.item(), rel=1e-3)
+
+
+@pytest.mark.parametrize('value', [-0.1, 1.0, 'a', True])
+def test_bad_label_smoothing(value):
+    with pytest.raises(ValueError, match=f'label_smoothing={value!r}'):
+        build(label_smoothing=value)
+
+
+def test_repr_and_default():
+    loss = LabelSmoothCrossEntropyLoss()
+    assert loss.label_smoothing == 0.1
+    assert 'label_smoothing=0.1, use_sigmoid=False' in repr(loss)
