@@ -2,19 +2,41 @@
 
 torch 2.6 made ``torch.load(weights_only=True)`` the default. mmengine 0.10
 calls ``torch.load`` without the argument, and its checkpoints pickle a few
-non-tensor objects (the message hub's ``HistoryBuffer`` and the numpy arrays
-and scalars inside it). We allowlist exactly those globals; everything else
-stays rejected by torch's safe unpickler.
+non-tensor objects: the message hub's ``HistoryBuffer``, the numpy arrays,
+dtypes and scalars inside it, and the buffer's statistics methods, which
+pickle protocol 2 stores as ``builtins.getattr(HistoryBuffer, 'mean')``.
+We allowlist exactly those. ``getattr`` is not allowlisted as such: the name
+``builtins.getattr`` maps to a function that only resolves HistoryBuffer's
+own statistics methods, so torch's safe unpickler still rejects everything
+else.
 """
+from typing import Callable, List, Tuple, Union
+
 import numpy as np
 import torch
 
-# Found by saving and resuming real mmengine/mmdet checkpoints
-# (tests/test_utils/test_torch_compat.py pins the set).
-def _checkpoint_globals() -> list:
+SafeGlobal = Union[Callable, Tuple[Callable, str]]
+
+
+def _history_buffer_getattr(obj, name: str):
+    """``getattr`` restricted to what a pickled HistoryBuffer needs."""
     from mmengine.logging.history_buffer import HistoryBuffer
-    globals_ = [
+    allowed = {'min', 'max', 'current', 'mean',
+               *HistoryBuffer._statistics_methods}
+    if obj is HistoryBuffer and name in allowed and not name.startswith('_'):
+        return getattr(HistoryBuffer, name)
+    raise torch.serialization.pickle.UnpicklingError(
+        f'weights-only load: getattr({obj!r}, {name!r}) is not allowed; '
+        'mmdet_freebies only allows HistoryBuffer statistics methods')
+
+
+def _checkpoint_globals() -> List[SafeGlobal]:
+    """The globals an mmengine 0.10 / mmdet 3.3 checkpoint holds (pinned by
+    ``tests/test_tools/test_train.py``)."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    globals_: List[SafeGlobal] = [
         HistoryBuffer,
+        (_history_buffer_getattr, 'builtins.getattr'),
         np.ndarray,
         np.dtype,
         np.core.multiarray._reconstruct,
@@ -31,7 +53,13 @@ def _checkpoint_globals() -> list:
     return globals_
 
 
-def register_torch_safe_globals() -> list:
+def safe_global_names() -> List[str]:
+    """Full names of the allowlisted globals, as torch reports them."""
+    return [g[1] if isinstance(g, tuple) else f'{g.__module__}.{g.__qualname__}'
+            for g in _checkpoint_globals()]
+
+
+def register_torch_safe_globals() -> List[SafeGlobal]:
     """Add mmengine's checkpoint globals to torch's weights-only allowlist.
 
     Returns:

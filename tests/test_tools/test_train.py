@@ -68,10 +68,9 @@ def test_resume_continues_with_same_optimizer_state(tmp_path,
     assert 'HistoryBuffer' in bare.stderr
     # The allowlist covers exactly what the checkpoint needs.
     needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(ckpt))
-    from mmdet_freebies.utils.torch_compat import _checkpoint_globals
-    allowed = {f'{g.__module__}.{g.__qualname__}'
-               for g in _checkpoint_globals()}
-    assert needed <= allowed, needed - allowed
+    from mmdet_freebies.utils.torch_compat import safe_global_names
+    assert needed <= set(safe_global_names()), needed - set(
+        safe_global_names())
 
     saved = torch.load(ckpt, map_location='cpu')  # weights_only default
     runner = build_runner(parse_args([

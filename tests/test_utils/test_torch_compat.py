@@ -1,0 +1,42 @@
+import io
+import pickle
+
+import pytest
+import torch
+from mmengine.logging import HistoryBuffer
+
+import mmdet_freebies  # noqa: F401  (registers the allowlist)
+
+
+def _roundtrip(obj):
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf)  # weights_only=True is torch's default
+
+
+def test_history_buffer_loads_weights_only():
+    hb = HistoryBuffer()
+    hb.update(1.5)
+    hb.update(2.5)
+    loaded = _roundtrip({'buffer': hb, 'w': torch.ones(2)})
+    assert loaded['buffer'].mean() == 2.0
+    assert torch.equal(loaded['w'], torch.ones(2))
+
+
+class Evil:
+
+    def __reduce__(self):
+        return (getattr, (HistoryBuffer, '__init__'))
+
+
+class NotAllowed:
+    pass
+
+
+def test_other_globals_stay_rejected():
+    with pytest.raises(pickle.UnpicklingError):
+        _roundtrip({'x': NotAllowed()})
+    # getattr is only resolved for HistoryBuffer's statistics methods.
+    with pytest.raises(pickle.UnpicklingError, match='not allowed'):
+        _roundtrip({'x': Evil()})
