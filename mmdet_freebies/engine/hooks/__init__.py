@@ -1,2 +1,3 @@
 
 from .mixup_switch_hook import MixupSwitchHook  # noqa: F401
+from .optimal_bias_init import OptimalBiasInit  # noqa: F401

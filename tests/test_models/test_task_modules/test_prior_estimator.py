@@ -1,0 +1,300 @@
+"""estimate_prior: hand counts on known anchors, agreement with the heads'
+own target code on real feature maps, stability and per-class priors."""
+import copy
+import math
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
+from torch import nn
+
+from mmdet.models.data_preprocessors import DetDataPreprocessor
+from mmdet.models.dense_heads import RetinaHead
+from mmdet.registry import DATASETS, MODELS, TASK_UTILS
+from mmdet.structures import DetDataSample
+from mmdet_freebies.models.task_modules.prior_estimator import (
+    PriorEstimate, estimate_prior, featmap_sizes_of, prior_to_bias)
+
+CONFIG_DIR = osp.join(osp.dirname(__file__), '..', '..', '..', 'configs')
+CONFIGS = [
+    'retinanet_fl.py', 'atss_fl.py', 'paa_fl.py', 'fcos_fl.py',
+    'faster_rcnn_biased.py', 'yolov3_baseline.py'
+]
+
+
+def _sample(h, w, boxes, labels):
+    sample = DetDataSample(metainfo=dict(
+        img_shape=(h, w), ori_shape=(h, w), scale_factor=(1., 1.)))
+    sample.gt_instances = InstanceData(bboxes=torch.tensor(
+        boxes, dtype=torch.float32).reshape(-1, 4),
+                                       labels=torch.tensor(labels,
+                                                           dtype=torch.long))
+    return dict(inputs=torch.zeros(3, h, w, dtype=torch.uint8),
+                data_samples=sample)
+
+
+def _retina(allowed_border):
+    """One level of stride 16 with one 16x16 anchor per cell; anchor (i, j)
+    is [16j - 8, 16i - 8, 16j + 8, 16i + 8] (center offset 0)."""
+    det = nn.Module()
+    det.data_preprocessor = DetDataPreprocessor(pad_size_divisor=16)
+    det.bbox_head = RetinaHead(num_classes=2,
+                               in_channels=4,
+                               stacked_convs=0,
+                               feat_channels=4,
+                               anchor_generator=dict(type='AnchorGenerator',
+                                                     octave_base_scale=1,
+                                                     scales_per_octave=1,
+                                                     ratios=[1.0],
+                                                     strides=[16]),
+                               train_cfg=dict(
+                                   assigner=dict(type='MaxIoUAssigner',
+                                                 pos_iou_thr=0.5,
+                                                 neg_iou_thr=0.4,
+                                                 min_pos_iou=0,
+                                                 ignore_iof_thr=-1),
+                                   sampler=dict(type='PseudoSampler'),
+                                   allowed_border=allowed_border,
+                                   pos_weight=-1,
+                                   debug=False))
+    return det
+
+
+# 64x64 image, 4x4 anchors. Box A = anchor (1, 1): IoU 1, no other overlap.
+# Box B = [24, 40, 54, 56] (30x16): anchor (3, 2) [24, 40, 40, 56] has IoU
+# 256 / 480 = 0.53 (positive), anchor (3, 3) [40, 40, 56, 56] has IoU
+# 224 / 512 = 0.44 (ignored, between 0.4 and 0.5); all others 0.
+BIG = _sample(64, 64, [[8, 8, 24, 24], [24, 40, 54, 56]], [0, 1])
+# 32x32 image batched with BIG: padded to 64x64, but its valid flags only
+# cover its own 32x32 pad shape: anchors (0..1, 0..1); box = anchor (1, 1).
+SMALL = _sample(32, 32, [[8, 8, 24, 24]], [1])
+
+
+@pytest.mark.parametrize(
+    'data,allowed_border,fg,valid,per_class',
+    [
+        # 2 positives; 16 anchors - 1 ignored
+        ([BIG], -1, 2, 15, [1, 1]),
+        # allowed_border=0 keeps anchors fully inside (x2 < 64): j, i in 1..3,
+        # 9 anchors - 1 ignored
+        ([BIG], 0, 2, 8, [1, 1]),
+        # + SMALL: its 4 valid anchors, 1 positive (class 1)
+        ([BIG, SMALL], -1, 3, 19, [1, 2]),
+        # + SMALL with allowed_border=0: only anchor (1, 1) is inside 32x32
+        ([BIG, SMALL], 0, 3, 9, [1, 2]),
+    ])
+def test_hand_count(data, allowed_border, fg, valid, per_class):
+    est = estimate_prior(_retina(allowed_border), data, None, batch_size=2)
+    assert (est.num_fg, est.num_valid) == (fg, valid)
+    assert est.fg_per_class == per_class
+    assert est.prior == pytest.approx(fg / (valid * 2))
+    assert est.per_class_prior == pytest.approx([n / valid for n in per_class])
+    assert est.num_images == len(data)
+    assert est.num_gt_per_class == ([1, 1] if len(data) == 1 else [1, 2])
+
+
+def test_ignored_boxes_are_not_counted():
+    det = _retina(-1)
+    det.bbox_head.assigner = TASK_UTILS.build(
+        dict(type='MaxIoUAssigner',
+             pos_iou_thr=0.5,
+             neg_iou_thr=0.4,
+             min_pos_iou=0,
+             ignore_iof_thr=0.5))
+    data = _sample(64, 64, [[8, 8, 24, 24]], [0])
+    # an ignored box over anchors (2..3, 2..3): their IoF is 1 -> ignored
+    data['data_samples'].ignored_instances = InstanceData(
+        bboxes=torch.tensor([[24., 24., 56., 56.]]), labels=torch.tensor([0]))
+    est = estimate_prior(det, [data], None)
+    assert (est.num_fg, est.num_valid) == (1, 12)
+
+
+def test_prior_to_bias():
+    assert prior_to_bias(0.01) == pytest.approx(-math.log(99))
+    assert prior_to_bias(0.5) == 0.0
+    for bad in (0.0, 1.0, -0.1, 2):
+        with pytest.raises(ValueError, match='prior'):
+            prior_to_bias(bad)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='num_images'):
+        estimate_prior(_retina(-1), [BIG], 0)
+    det = nn.Module()
+    det.bbox_head = nn.Conv2d(1, 1, 1)
+    with pytest.raises(ValueError, match="'Conv2d'"):
+        estimate_prior(det, [BIG], 1)
+
+
+@pytest.fixture(scope='module')
+def build(toy_data_root):
+    """``build(name) -> (model, dataset)`` on the toy data, cached per
+    module: building is the slow part of these tests."""
+    from mmengine.config import Config
+    from mmdet_freebies.utils.toy import apply_toy
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            init_default_scope('mmdet')
+            cfg = apply_toy(Config.fromfile(osp.join(CONFIG_DIR, name)),
+                            'tiny', toy_data_root)
+            torch.manual_seed(0)
+            cache[name] = (MODELS.build(cfg.model),
+                           DATASETS.build(cfg.train_dataloader.dataset))
+        return cache[name]
+
+    return get
+
+
+def _reference_counts(model, batch):
+    """Counts from the head's own loss-side target code on real feature
+    maps of a network forward (the reference the estimator must match)."""
+    from mmdet.models.dense_heads import FCOSHead, YOLOV3Head
+    from mmdet.models.utils import unpack_gt_instances
+    data = model.data_preprocessor(pseudo_collate(batch), True)
+    gts, ignores, metas = unpack_gt_instances(data['data_samples'])
+    head = getattr(model, 'rpn_head', None) or model.bbox_head
+    if head is getattr(model, 'rpn_head', None):
+        for gt in gts:
+            gt.labels = torch.zeros_like(gt.labels)
+        head.sampler = TASK_UTILS.build(dict(type='PseudoSampler'))
+    feats = head(model.extract_feat(data['inputs']))[0]
+    sizes = [f.shape[-2:] for f in feats]
+    assert sizes == [
+        torch.Size(s) for s in featmap_sizes_of(head, data['inputs'].shape)
+    ]
+    if isinstance(head, YOLOV3Head):
+        anchors = head.prior_generator.grid_priors(sizes, device='cpu')
+        flags = [head.responsible_flags(sizes, g.bboxes, 'cpu') for g in gts]
+        targets, negs = head.get_targets([anchors] * len(gts), flags, gts)
+        pos = sum(float(t[..., 4].sum()) for t in targets)
+        return pos, pos + sum(float(n.sum()) for n in negs)
+    if isinstance(head, FCOSHead):
+        points = head.prior_generator.grid_priors(sizes, device='cpu')
+        labels = torch.cat(head.get_targets(points, gts)[0])
+        return float((labels < head.num_classes).sum()), labels.numel()
+    anchors, valids = head.get_anchors(sizes, metas, 'cpu')
+    out = head.get_targets(anchors, valids, gts, metas, ignores)
+    labels, weights = (out[1], out[2]) if len(out) > 5 else (out[0], out[1])
+    labels = torch.cat([lvl.flatten() for lvl in labels])
+    weights = torch.cat([lvl.flatten() for lvl in weights])
+    fg = (labels < head.num_classes) & (weights > 0)
+    return float(fg.sum()), float((weights > 0).sum())
+
+
+@pytest.mark.parametrize('name', [c for c in CONFIGS if c != 'paa_fl.py'])
+def test_matches_the_heads_target_code(build, name):
+    """Feature-map sizes from strides and counts equal those of a forward
+    and the head's get_targets, for a batch of two images; ceil(H / stride)
+    also holds for an input not divisible by the strides."""
+    model, dataset = build(name)
+    np.random.seed(0)
+    batch = [dataset[0], dataset[1]]
+    ref_fg, ref_valid = _reference_counts(model, copy.deepcopy(batch))
+    est = estimate_prior(model, batch, None, batch_size=2)
+    assert ref_fg > 0
+    assert (est.num_fg, est.num_valid) == (ref_fg, ref_valid)
+
+    head = getattr(model, 'rpn_head', None) or model.bbox_head
+    # YOLOv3's neck concatenates upsampled maps: it needs multiples of 32
+    x = torch.zeros(1, 3, *((96, 160) if 'yolo' in name else (100, 76)))
+    feats = head(model.extract_feat(x))[0]
+    assert [tuple(f.shape[-2:])
+            for f in feats] == featmap_sizes_of(head, x.shape)
+
+
+def test_paa_candidates_bound_the_initial_positives(build):
+    model, dataset = build('paa_fl.py')
+    np.random.seed(0)
+    paa = estimate_prior(model, dataset, 4)
+    # the same anchors through the initial MaxIoU(0.1) assignment only
+    paa_type = type(model.bbox_head)
+    model.bbox_head.__class__ = paa_type.__bases__[0]
+    np.random.seed(0)
+    try:
+        initial = estimate_prior(model, dataset, 4)
+    finally:
+        model.bbox_head.__class__ = paa_type
+    assert paa.num_valid == initial.num_valid
+    assert 0 < paa.num_fg < initial.num_fg
+    # at most topk per gt and level
+    head = model.bbox_head
+    num_gt = sum(paa.num_gt_per_class)
+    assert paa.num_fg <= num_gt * head.topk * head.prior_generator.num_levels
+
+
+def test_yolov3_priors(build):
+    model, dataset = build('yolov3_baseline.py')
+    est = estimate_prior(model, dataset, None)
+    assert est.num_cls_valid == est.num_fg > 0
+    assert est.objectness_prior == pytest.approx(est.num_fg / est.num_valid)
+    # one-hot class targets over positives: priors sum to 1, mean 1 / C
+    assert sum(est.per_class_prior) == pytest.approx(1.0)
+    assert est.prior == pytest.approx(1 / est.num_classes)
+
+
+def test_rpn_is_class_agnostic(build):
+    model, dataset = build('faster_rcnn_biased.py')
+    est = estimate_prior(model, dataset, None)
+    assert est.head_type == 'RPNHead' and est.num_classes == 1
+    assert est.fg_per_class == [est.num_fg]
+    assert len(est.num_gt_per_class) == 4 and sum(est.num_gt_per_class) > 0
+
+
+def test_per_class_and_sample(build):
+    model, dataset = build('retinanet_fl.py')
+    np.random.seed(0)
+    est = estimate_prior(model, dataset, None)
+    assert isinstance(est, PriorEstimate)
+    assert est.num_images == len(dataset) == 8
+    assert sum(est.fg_per_class) == est.num_fg
+    assert np.mean(est.per_class_prior) == pytest.approx(est.prior)
+    assert est.prior == pytest.approx(est.num_fg / (est.num_valid * 4))
+    # classes with more boxes have more positives
+    order = np.argsort(est.num_gt_per_class)
+    assert est.fg_per_class[order[-1]] > est.fg_per_class[order[0]]
+    assert est.to_dict()['fg_ratio'] == pytest.approx(est.fg_ratio)
+    # the same seed gives the same sample and the same counts
+    np.random.seed(0)
+    assert estimate_prior(model, dataset, None).num_fg == est.num_fg
+
+
+def test_estimate_stabilises_with_more_images(build):
+    """The spread of pi over sample seeds shrinks with num_images (the
+    full 8-image set varies only with the random flip)."""
+    model, dataset = build('retinanet_fl.py')
+    np.random.seed(0)
+    spread = {}
+    for n in (1, 8):
+        priors = [
+            estimate_prior(model, dataset, n, seed=s).prior for s in range(4)
+        ]
+        spread[n] = np.std(priors) / np.mean(priors)
+    assert spread[8] < spread[1] / 2
+
+
+def test_estimate_prior_tool(toy_data_root, tmp_path, capsys):
+    import importlib.util
+    import json
+    path = osp.join(CONFIG_DIR, '..', 'tools', 'estimate_prior.py')
+    spec = importlib.util.spec_from_file_location('estimate_prior_tool', path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    config = osp.join(CONFIG_DIR, 'retinanet_fl.py')
+    common = [config, '--toy', 'tiny', '--toy-data', toy_data_root]
+    tool.main(common +
+              ['--num-images', '4', '--json',
+               str(tmp_path / 'e.json')])
+    out = capsys.readouterr().out
+    record = json.load(open(tmp_path / 'e.json'))
+    assert record['num_images'] == 4 and record['head_type'] == 'RetinaHead'
+    assert f"prior pi = {record['prior']:.4e}" in out
+    assert f"score_thr ~ pi * C = {record['prior'] * 4:.2e}" in out
+    assert 'ellipse' in out  # per-class rows by class name
+    with pytest.raises(SystemExit, match='--num-images must be >= 0'):
+        tool.main(common + ['--num-images', '-1'])
