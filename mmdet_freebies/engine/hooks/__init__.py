@@ -1,3 +1,4 @@
 
 from .mixup_switch_hook import MixupSwitchHook  # noqa: F401
 from .optimal_bias_init import OptimalBiasInit  # noqa: F401
+from .guided_loss_scaling import GuidedLossScaling  # noqa: F401

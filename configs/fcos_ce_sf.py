@@ -1,0 +1,24 @@
+# Sampling-Free FCOS: sigmoid CE over all points instead of focal loss,
+# optimal bias init and guided loss scaling. Paper: 37.1 -> 37.6 AP (COCO
+# minival, R-50-FPN 1x).
+_base_ = './fcos_fl.py'
+
+model = dict(
+    bbox_head=dict(
+        # Plain CE; FCOS has no ignored points, the sum is divided by the
+        # number of positives (averaged over GPUs) as for the focal loss.
+        loss_cls=dict(
+            _delete_=True,
+            type='CrossEntropyLoss',
+            use_sigmoid=True,
+            loss_weight=1.0)),
+    # Calibrated CE scores: the official FCOS config thresholds at 1e-3
+    # (INFERENCE_TH), not mmdet's 0.05 tuned for focal-loss scores.
+    test_cfg=dict(score_thr=1e-3))
+
+# Bias from the data prior; GLS guided by the mean of the GIoU and
+# centerness losses (guide='mean', the official 2021 code).
+custom_hooks = [
+    dict(type='OptimalBiasInit'),
+    dict(type='GuidedLossScaling', guide='mean'),
+]

@@ -1,0 +1,279 @@
+"""GuidedLossScaling: the ratio arithmetic, its edge cases, the groups per
+detector, and the promise that the model stays the plain detector."""
+import math
+import pytest
+import torch
+from mmengine.model import BaseModel
+
+from mmdet_freebies.engine.hooks import guided_loss_scaling as gls_mod
+from mmdet_freebies.engine.hooks.guided_loss_scaling import (
+    GuidedLossScaler, GuidedLossScaling, preset_group)
+
+
+def t(x, grad=False):
+    return torch.tensor(float(x), requires_grad=grad)
+
+
+def scaler(*presets, **kw):
+    keys = kw.pop('keys', None)
+    return GuidedLossScaler(
+        [preset_group(p, loss_keys=keys, **kw) for p in presets])
+
+
+def test_scaled_cls_equals_reg_and_ratio_is_detached():
+    cls = t(2.0, grad=True)
+    out = scaler('dense')(dict(loss_cls=cls, loss_bbox=t(0.5)))
+    assert out['loss_cls'].item() == pytest.approx(0.5)
+    assert out['gls_ratio_cls'].item() == pytest.approx(0.25)
+    assert not out['gls_ratio_cls'].requires_grad
+    out['loss_cls'].backward()
+    # d(r * L_cls)/dL_cls = r: the ratio carries no gradient.
+    assert cls.grad.item() == pytest.approx(0.25)
+
+
+def test_per_level_lists_are_summed_before_the_ratio():
+    cls = [t(1.0), t(3.0)]
+    out = scaler('dense')(dict(loss_cls=cls, loss_bbox=[t(0.5), t(1.5)]))
+    # r = (0.5 + 1.5) / (1 + 3); the list structure is kept.
+    assert out['gls_ratio_cls'].item() == pytest.approx(0.5)
+    assert [v.item() for v in out['loss_cls']] == pytest.approx([0.5, 1.5])
+
+
+def test_parse_losses_sums_scaled_losses_but_not_the_ratio():
+    out = scaler('dense')(dict(loss_cls=t(4.0), loss_bbox=t(0.3)))
+    total, log_vars = BaseModel.parse_losses(None, out)
+    assert total.item() == pytest.approx(0.6)  # L_reg + r * L_cls
+    assert log_vars['gls_ratio_cls'].item() == pytest.approx(0.075)
+
+
+def test_zero_positive_batch_keeps_last_finite_ratio():
+    s = scaler('dense')
+    # No valid ratio yet: fallback 0, the classification loss is dropped.
+    out = s(dict(loss_cls=t(3.0), loss_bbox=t(0.0)))
+    assert out['loss_cls'].item() == 0 and out['gls_ratio_cls'].item() == 0
+    s(dict(loss_cls=t(2.0), loss_bbox=t(0.5)))  # r = 0.25
+    for cls, reg in ((3.0, 0.0), (0.0, 0.0), (0.0, 1.0), (math.inf, 1.0)):
+        out = s(dict(loss_cls=t(cls), loss_bbox=t(reg)))
+        ratio = out['gls_ratio_cls'].item()
+        assert ratio == pytest.approx(0.25), (cls, reg)
+        assert math.isfinite(out['loss_cls'].item()) or cls == math.inf
+    total, _ = BaseModel.parse_losses(
+        None, s(dict(loss_cls=t(0.0), loss_bbox=t(0.0))))
+    assert total.item() == 0 and not torch.isnan(total)
+
+
+def test_roi_group_is_doubled_and_rpn_has_its_own_ratio():
+    s = scaler('rpn', 'roi')
+    out = s(dict(loss_rpn_cls=t(10.0), loss_rpn_bbox=[t(0.1), t(0.1)],
+                 loss_cls=t(1.0), loss_bbox=t(0.3), acc=t(90.0)))
+    assert out['gls_ratio_rpn'].item() == pytest.approx(0.02)
+    assert out['loss_rpn_cls'].item() == pytest.approx(0.2)
+    assert out['gls_ratio_roi'].item() == pytest.approx(0.6)
+    assert out['loss_cls'].item() == pytest.approx(2 * 0.3)
+    assert out['acc'].item() == 90.0  # untouched
+
+
+def test_yolov3_cls_and_conf_guided_by_xy_plus_wh():
+    out = scaler('yolov3')(dict(loss_cls=[t(1.0)], loss_conf=[t(3.0)],
+                                loss_xy=[t(0.5)], loss_wh=[t(1.5)]))
+    assert out['gls_ratio_cls'].item() == pytest.approx(0.5)
+    assert out['loss_cls'][0].item() == pytest.approx(0.5)
+    assert out['loss_conf'][0].item() == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize('guide,quality,expected', [
+    ('mean', 'loss_centerness', (0.4 + 0.6) / 2 / 2.0),
+    ('mean', 'loss_iou', (0.4 + 0.6) / 2 / 2.0),
+    ('bbox', 'loss_centerness', 0.4 / 2.0),
+])
+def test_dense_guide_bbox_or_mean_with_quality_loss(guide, quality,
+                                                    expected):
+    losses = {'loss_cls': [t(2.0)], 'loss_bbox': [t(0.4)], quality: [t(0.6)]}
+    out = scaler('dense', guide=guide, keys=list(losses))(losses)
+    assert out['gls_ratio_cls'].item() == pytest.approx(expected)
+    assert out[quality][0].item() == pytest.approx(0.6)  # not scaled
+
+
+def test_amp_half_losses_give_float32_ratio():
+    out = scaler('dense')(dict(loss_cls=torch.tensor(3.0, dtype=torch.half),
+                               loss_bbox=torch.tensor(0.1,
+                                                      dtype=torch.bfloat16)))
+    assert out['gls_ratio_cls'].dtype == torch.float32
+    assert out['loss_cls'].item() == pytest.approx(0.1, rel=1e-2)
+
+
+def test_freeze_after_uses_mean_of_valid_warmup_ratios():
+    s = GuidedLossScaler([preset_group('dense')], freeze_after=3)
+    for reg in (0.2, 0.0, 0.4):  # the zero-positive batch is not averaged
+        s(dict(loss_cls=t(1.0), loss_bbox=t(reg)))
+    assert s.frozen['cls'].item() == pytest.approx(0.3)
+    out = s(dict(loss_cls=t(2.0), loss_bbox=t(5.0)))
+    assert out['gls_ratio_cls'].item() == pytest.approx(0.3)
+
+
+def test_sync_averages_valid_ratios_over_ranks(monkeypatch):
+    other = {}
+
+    def fake_all_reduce(stats, op='sum'):
+        assert op == 'sum'
+        stats += torch.stack([other['ratio'], other['valid']])
+
+    monkeypatch.setattr(gls_mod, 'get_world_size', lambda: 2)
+    monkeypatch.setattr(gls_mod, 'all_reduce', fake_all_reduce)
+    s = GuidedLossScaler([preset_group('dense')], sync=True)
+    other.update(ratio=torch.tensor([0.75]), valid=torch.tensor([1.]))
+    out = s(dict(loss_cls=t(4.0), loss_bbox=t(1.0)))  # this rank: 0.25
+    assert out['gls_ratio_cls'].item() == pytest.approx(0.5)
+    # This rank has no positives: the other rank's ratio alone.
+    other.update(ratio=torch.tensor([0.35]), valid=torch.tensor([1.]))
+    out = s(dict(loss_cls=t(4.0), loss_bbox=t(0.0)))
+    assert out['gls_ratio_cls'].item() == pytest.approx(0.35)
+    # No rank has positives: the last ratio.
+    other.update(ratio=torch.tensor([0.]), valid=torch.tensor([0.]))
+    out = s(dict(loss_cls=t(4.0), loss_bbox=t(0.0)))
+    assert out['gls_ratio_cls'].item() == pytest.approx(0.35)
+
+
+def test_state_dict_roundtrip_for_resume():
+    s = GuidedLossScaler([preset_group('dense')], freeze_after=2)
+    for reg in (0.2, 0.4):
+        s(dict(loss_cls=t(1.0), loss_bbox=t(reg)))
+    fresh = GuidedLossScaler([preset_group('dense')], freeze_after=2)
+    fresh.load_state_dict(s.state_dict())
+    out = fresh(dict(loss_cls=t(1.0), loss_bbox=t(9.0)))
+    assert out['gls_ratio_cls'].item() == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(groups=['retina']), "unknown preset 'retina'"),
+    (dict(groups='dense'), 'groups must be'),
+    (dict(guide='centerness'), "guide must be one of .* got 'centerness'"),
+    (dict(roi_factor=0), 'roi_factor must be positive, got 0'),
+    (dict(freeze_after=-1), 'freeze_after must be an int >= 0, got -1'),
+    (dict(groups=[dict(name='loss_x', cls=['a'], reg=['b'])]),
+     "without 'loss'"),
+    (dict(groups=[dict(name='x', cls=[], reg=['b'])]), 'cls must be'),
+    (dict(groups=[dict(name='x', cls=['a'], reg=['b'], factor=-1)]),
+     'factor must be a positive number, got -1'),
+])
+def test_bad_arguments_raise_at_build_time(kwargs, match):
+    with pytest.raises((ValueError, KeyError, TypeError), match=match):
+        GuidedLossScaling(**kwargs)
+
+
+def test_missing_key_names_the_key():
+    with pytest.raises(KeyError, match="needs loss keys \\['loss_bbox'\\]"):
+        scaler('dense')(dict(loss_cls=t(1.0), loss_reg=t(1.0)))
+
+
+def _model(cfg):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    torch.manual_seed(0)
+    return MODELS.build(cfg.model)
+
+
+@pytest.mark.parametrize('config,presets', [
+    ('retinanet_ce_sf.py', ['dense']),
+    ('fcos_ce_sf.py', ['dense']),
+    ('faster_rcnn_sf.py', ['rpn', 'roi']),
+    ('yolov3_ce_sf.py', ['yolov3']),
+])
+def test_auto_groups_from_the_model(toy_cfg, config, presets):
+    cfg = toy_cfg(config)
+    assert GuidedLossScaling.auto_presets(_model(cfg)) == presets
+    hooks = [h for h in cfg.custom_hooks if h.type == 'GuidedLossScaling']
+    assert len(hooks) == 1
+
+
+@pytest.mark.parametrize('config,plain', [
+    ('retinanet_ce_sf.py', 'retinanet_fl.py'),
+    ('fcos_ce_sf.py', 'fcos_fl.py'),
+    ('atss_ce_sf.py', 'atss_fl.py'),
+    ('paa_ce_sf.py', 'paa_fl.py'),
+    ('faster_rcnn_roi_sf.py', 'faster_rcnn_biased.py'),
+    ('faster_rcnn_sf.py', 'faster_rcnn_biased.py'),
+    ('yolov3_ce_sf.py', 'yolov3_baseline.py'),
+])
+def test_sampling_free_models_have_the_plain_state_dict(toy_cfg, config,
+                                                        plain):
+    model = _model(toy_cfg(config))
+    GuidedLossScaling().attach(model)
+    missing, unexpected = _model(toy_cfg(plain)).load_state_dict(
+        model.state_dict(), strict=True)
+    assert not missing and not unexpected
+
+
+def test_runner_training_logs_ratio_and_checkpoint_loads_strictly_into_plain_model(  # noqa: E501
+        tmp_path, toy_cfg):
+    """Train retinanet_ce_gls (CE + GLS) for one toy epoch with the runner,
+    then load the model strictly into the plain focal-loss RetinaNet and
+    compare predictions exactly. (The OBI half of retinanet_ce_sf is tested
+    with its hook.)"""
+    from mmengine.runner import Runner
+    cfg = toy_cfg('retinanet_ce_gls.py')
+    cfg.work_dir = str(tmp_path)
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    cfg.train_cfg.val_interval = 100
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    hub = runner.message_hub
+    ratio = hub.get_scalar('train/gls_ratio_cls').current()
+    assert math.isfinite(ratio) and ratio > 0
+    # The logged classification loss is the scaled one: equal to the box
+    # loss of the same iteration (when that batch had positives).
+    reg = hub.get_scalar('train/loss_bbox').current()
+    if reg > 0:
+        assert hub.get_scalar('train/loss_cls').current() == pytest.approx(
+            reg, rel=1e-4)
+    hook = [h for h in runner.hooks if isinstance(h, GuidedLossScaling)][0]
+    assert hook._handle is None  # detached after training
+
+    trained = runner.model.eval()
+    plain_cfg = toy_cfg('retinanet_fl.py')
+    # Test thresholds are a test-time setting: compare under the same ones.
+    plain_cfg.model.test_cfg = cfg.model.test_cfg
+    plain = _model(plain_cfg).eval()
+    missing, unexpected = plain.load_state_dict(trained.state_dict(),
+                                                strict=True)
+    assert not missing and not unexpected
+
+    batch = next(iter(runner.build_dataloader(cfg.train_dataloader)))
+    # Predictions with the hook attached equal the plain model's.
+    hook.attach(trained)
+    with torch.no_grad():
+        data = trained.data_preprocessor(batch, False)
+        a = trained(**data, mode='predict')
+        b = plain(**plain.data_preprocessor(batch, False), mode='predict')
+    hook.detach()
+    assert len(a) == len(b) and sum(len(x.pred_instances) for x in a) > 0
+    for x, y in zip(a, b):
+        assert torch.equal(x.pred_instances.bboxes, y.pred_instances.bboxes)
+        assert torch.equal(x.pred_instances.scores, y.pred_instances.scores)
+        assert torch.equal(x.pred_instances.labels, y.pred_instances.labels)
+
+
+def test_hook_state_travels_in_the_checkpoint_not_the_state_dict():
+    model = torch.nn.Module()
+    model.bbox_head = torch.nn.Identity()
+
+    def forward(inputs=None, data_samples=None, mode='tensor'):
+        return dict(loss_cls=t(2.0), loss_bbox=t(0.5))
+
+    model.forward = forward
+    hook = GuidedLossScaling(freeze_after=1)
+    hook.attach(model)
+    assert model(mode='loss')['gls_ratio_cls'].item() == pytest.approx(0.25)
+    assert model(mode='tensor') == dict(loss_cls=t(2.0), loss_bbox=t(0.5))
+    ckpt = dict(state_dict=model.state_dict())
+    hook.before_save_checkpoint(None, ckpt)
+    assert ckpt['guided_loss_scaling']['frozen'] == {'cls': 0.25}
+    # A resumed run restores the frozen ratio before its first iteration.
+    resumed = GuidedLossScaling(freeze_after=1)
+    resumed.after_load_checkpoint(None, ckpt)
+    hook.detach()
+    resumed.attach(model)
+    model.forward = lambda mode='tensor': dict(loss_cls=t(1.0),
+                                               loss_bbox=t(3.0))
+    assert model(mode='loss')['gls_ratio_cls'].item() == pytest.approx(0.25)

@@ -1,0 +1,176 @@
+"""Non-sampling Faster R-CNN: the RPN on all valid anchors (config only), the
+RoI head on all proposals (KeepAllSampler) with the official box-loss
+normalisation (SamplingFreeShared2FCBBoxHead), checked by hand."""
+import os.path as osp
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.structures import InstanceData
+
+from mmdet.models.task_modules.assigners import AssignResult
+from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.utils import register_all_modules
+
+from helpers import CONFIGS
+
+register_all_modules()
+
+
+def _rpn_head():
+    cfg = Config.fromfile(osp.join(CONFIGS, 'faster_rcnn_rpn_sf.py'))
+    head = cfg.model.rpn_head
+    # One level of 32x32 anchors every 16 px on a 64x64 image: a 4x4 grid.
+    head.update(in_channels=1, feat_channels=1,
+                anchor_generator=dict(type='AnchorGenerator', scales=[2],
+                                      ratios=[1.0], strides=[16]),
+                train_cfg=cfg.model.train_cfg.rpn)
+    return MODELS.build(head)
+
+
+def test_rpn_trains_on_all_valid_anchors_normalised_by_num_pos():
+    torch.manual_seed(0)
+    head = _rpn_head()
+    assert type(head.sampler).__name__ == 'PseudoSampler'
+    cls = torch.randn(1, 1, 4, 4)
+    reg = torch.randn(1, 4, 4, 4)
+    # mmdet centres anchors on the grid points (16x, 16y): anchor (y, x) is
+    # [16x - 16, 16y - 16, 16x + 16, 16y + 16]. The gt is anchor (2, 2).
+    gt = InstanceData(bboxes=torch.tensor([[16., 16., 48., 48.]]),
+                      labels=torch.tensor([0]))
+    meta = dict(img_shape=(64, 64), pad_shape=(64, 64))
+    losses = head.loss_by_feat([cls], [reg], [gt], [meta])
+    # allowed_border=0 keeps the anchors with x1, y1 >= 0 and x2, y2 < 64:
+    # the 2x2 with x, y in {1, 2}. (2, 2) is positive; (1, 2) and (2, 1)
+    # have IoU 1/3 (ignored, between 0.3 and 0.7); (1, 1) has IoU 1/7
+    # (negative). BCE summed over the valid anchors / num_pos (= 1).
+    logits = cls[0, 0]
+    expected_cls = (
+        F.binary_cross_entropy_with_logits(logits[2, 2], t1()) +
+        F.binary_cross_entropy_with_logits(logits[1, 1], t0()))
+    assert losses['loss_rpn_cls'][0].item() == pytest.approx(
+        expected_cls.item(), rel=1e-6)
+    # The target deltas are 0; 0.5 x mean over the 4 coordinates = sum / 8.
+    expected_bbox = reg[0, :, 2, 2].abs().sum() / 8
+    assert losses['loss_rpn_bbox'][0].item() == pytest.approx(
+        expected_bbox.item(), rel=1e-6)
+
+
+def t1():
+    return torch.tensor(1.)
+
+
+def t0():
+    return torch.tensor(0.)
+
+
+def _bbox_head(type_):
+    return MODELS.build(dict(
+        type=type_, in_channels=2, fc_out_channels=8, roi_feat_size=1,
+        num_classes=3,
+        bbox_coder=dict(type='DeltaXYWHBBoxCoder',
+                        target_means=[0.] * 4, target_stds=[1.] * 4),
+        loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False,
+                      loss_weight=1.0),
+        loss_bbox=dict(type='L1Loss', loss_weight=1.0)))
+
+
+def _roi_batch(labels):
+    torch.manual_seed(1)
+    n = len(labels)
+    labels = torch.tensor(labels)
+    pos = labels < 3
+    weights = torch.zeros(n, 4)
+    weights[pos] = 1.
+    return dict(cls_score=torch.randn(n, 4), bbox_pred=torch.randn(n, 12),
+                rois=torch.rand(n, 5), labels=labels,
+                label_weights=torch.ones(n),
+                bbox_targets=torch.randn(n, 4), bbox_weights=weights)
+
+
+def test_roi_head_loss_is_ce_mean_and_box_mean_over_positives():
+    batch = _roi_batch([0, 3, 3, 1, 3])
+    head = _bbox_head('SamplingFreeShared2FCBBoxHead')
+    losses = head.loss(**batch)
+    ce = F.cross_entropy(batch['cls_score'], batch['labels'])
+    assert losses['loss_cls'].item() == pytest.approx(ce.item(), rel=1e-6)
+    pred = batch['bbox_pred'].view(5, 3, 4)
+    l1 = ((pred[0, 0] - batch['bbox_targets'][0]).abs().sum() +
+          (pred[3, 1] - batch['bbox_targets'][3]).abs().sum())
+    assert losses['loss_bbox'].item() == pytest.approx(
+        (l1 / (2 * 4)).item(), rel=1e-6)
+    # mmdet's head divides the same sum by all 5 RoIs instead.
+    ref = _bbox_head('Shared2FCBBoxHead').loss(**batch)
+    assert ref['loss_bbox'].item() == pytest.approx(
+        losses['loss_bbox'].item() * 8 / 5, rel=1e-6)
+    assert ref['loss_cls'].item() == pytest.approx(
+        losses['loss_cls'].item())
+
+
+def test_roi_head_without_positives_gives_zero_box_loss():
+    losses = _bbox_head('SamplingFreeShared2FCBBoxHead').loss(
+        **_roi_batch([3, 3]))
+    assert losses['loss_bbox'].item() == 0
+    assert torch.isfinite(losses['loss_cls'])
+
+
+def test_bbox_head_has_the_plain_state_dict_keys():
+    torch.manual_seed(0)
+    a = _bbox_head('SamplingFreeShared2FCBBoxHead')
+    b = _bbox_head('Shared2FCBBoxHead')
+    b.load_state_dict(a.state_dict(), strict=True)
+    x = torch.randn(3, 2, 1, 1)
+    for u, v in zip(a(x), b(x)):
+        assert torch.equal(u, v)
+
+
+@pytest.mark.parametrize('add_gt', [True, False])
+def test_keep_all_sampler_keeps_every_non_ignored_proposal(add_gt):
+    sampler = TASK_UTILS.build(dict(type='KeepAllSampler',
+                                    add_gt_as_proposals=add_gt),
+                               default_args=dict(context=None))
+    assign = AssignResult(num_gts=2, gt_inds=torch.tensor([1, 0, -1, 2, 0]),
+                          max_overlaps=torch.rand(5),
+                          labels=torch.tensor([1, -1, -1, 0, -1]))
+    priors = torch.rand(5, 4) * 10
+    gts = InstanceData(bboxes=torch.rand(2, 4) * 10,
+                       labels=torch.tensor([1, 0]))
+    res = sampler.sample(assign, InstanceData(priors=priors), gts)
+    offset = 2 if add_gt else 0
+    pos = ([0, 1] if add_gt else []) + [0 + offset, 3 + offset]
+    assert sorted(res.pos_inds.tolist()) == pos
+    assert sorted(res.neg_inds.tolist()) == [1 + offset, 4 + offset]
+    assert repr(sampler) == (
+        f'KeepAllSampler(add_gt_as_proposals={add_gt})')
+
+
+def test_faster_rcnn_sf_roi_head_sees_all_proposals(toy_cfg):
+    """One loss forward of the toy faster_rcnn_sf: every proposal (plus the
+    gts) reaches the RoI head, and GLS guides both heads."""
+    from mmengine.runner import Runner
+
+    from mmdet_freebies.engine.hooks import GuidedLossScaling
+    cfg = toy_cfg('faster_rcnn_sf.py')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    seen = []
+    sample = model.roi_head.bbox_sampler.sample
+
+    def spy(assign_result, pred_instances, gt_instances, **kw):
+        n = len(pred_instances) + len(gt_instances)
+        res = sample(assign_result, pred_instances, gt_instances, **kw)
+        seen.append((n, len(res.pos_inds) + len(res.neg_inds)))
+        return res
+
+    model.roi_head.bbox_sampler.sample = spy
+    hook = GuidedLossScaling()
+    hook.attach(model)
+    batch = next(iter(Runner.build_dataloader(cfg.train_dataloader)))
+    losses = model(**model.data_preprocessor(batch, True), mode='loss')
+    assert seen and all(n == kept for n, kept in seen)
+    assert sum(n for n, _ in seen) > 2 * 64  # far beyond a 64-RoI sample
+    assert losses['gls_ratio_rpn'] > 0
+    if losses['loss_bbox'] > 0:
+        assert losses['loss_cls'].item() == pytest.approx(
+            2 * losses['loss_bbox'].item(), rel=1e-5)
