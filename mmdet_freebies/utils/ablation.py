@@ -104,8 +104,10 @@ def markdown_table(rows: Dict[str, Dict]) -> str:
     lines = ['| ' + ' | '.join(head) + ' |',
              '|' + '---|' * len(head)]
     for name, r in rows.items():
-        if r['diverged'] or METRICS[0][1] not in r:
+        if r['diverged']:
             values = ['n/a'] * len(METRICS)
+        elif METRICS[0][1] not in r:  # trained, but nothing above score_thr
+            values = ['no det.'] * len(METRICS)
         else:
             values = [f'{r[key]:.3f}' for _, key in METRICS]
         last = split_losses(r['loss_history'][-1]) if r['loss_history'] \

@@ -30,7 +30,7 @@ TOY_SIZES: Dict[str, Dict[str, Any]] = {
     'tiny': dict(img_size=64, max_epochs=1, batch_size=2, num_images=8,
                  num_workers=0, lr_sgd=0.01, lr_adam=1e-3, warmup_iters=2,
                  log_interval=1),
-    'small': dict(img_size=128, max_epochs=12, batch_size=8, num_images=None,
+    'small': dict(img_size=128, max_epochs=20, batch_size=8, num_images=None,
                   num_workers=2, lr_sgd=0.01, lr_adam=1e-3, warmup_iters=100,
                   log_interval=10),
 }

@@ -17,9 +17,9 @@ def test_apply_toy_rewrites_data_model_and_schedule(toy_cfg, toy_data_root):
     assert cfg.model.backbone.init_cfg is None
     assert cfg.model.neck.in_channels == [16, 32, 64, 128]
     assert cfg.model.rpn_head.in_channels == 64
-    assert cfg.train_cfg.max_epochs == 12
+    assert cfg.train_cfg.max_epochs == 20
     # The 1x schedule's milestones (8, 11 of 12) keep their place.
-    assert cfg.param_scheduler[1].milestones == [8, 11]
+    assert cfg.param_scheduler[1].milestones == [13, 18]
     assert cfg.param_scheduler[0].end == 100
     assert cfg.val_evaluator.ann_file == toy_data_root + \
         'annotations/val.json'
@@ -28,8 +28,8 @@ def test_apply_toy_rewrites_data_model_and_schedule(toy_cfg, toy_data_root):
 
 def test_apply_toy_scales_long_schedules(toy_cfg):
     cfg = toy_cfg('yolov3_baseline.py', size='small')
-    assert cfg.train_cfg.max_epochs == 12
-    assert cfg.param_scheduler[1].milestones == [10, 11]  # 218, 246 of 273
+    assert cfg.train_cfg.max_epochs == 20
+    assert cfg.param_scheduler[1].milestones == [16, 18]  # 218, 246 of 273
     assert cfg.model.backbone.type == 'ResNet'
     assert cfg.model.bbox_head.num_classes == 4
 
