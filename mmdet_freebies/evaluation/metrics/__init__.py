@@ -1,0 +1,2 @@
+
+from .detection_error_metric import DetectionErrorMetric  # noqa: F401

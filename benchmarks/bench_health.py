@@ -1,0 +1,148 @@
+"""Overhead of ``TrainingHealthHook`` on a RetinaNet train step.
+
+The same model, batch and optimizer run train steps with and without the
+hook (its forward hook, post-accumulate grad hooks and per-iteration
+checks installed), interleaved in rounds so that machine noise hits both
+sides alike. Reported: the median step time of each side and the overhead.
+
+    .venv/bin/python benchmarks/bench_health.py
+"""
+import os.path as osp
+import statistics
+import sys
+import tempfile
+import time
+from types import SimpleNamespace
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+COMMAND = '.venv/bin/python benchmarks/bench_health.py'
+
+
+def _setup(data_root: str):
+    import torch
+    from mmengine.config import Config
+    from mmengine.logging import MessageHub, MMLogger
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.runner import Runner
+
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmdet_freebies.utils.toy import apply_toy
+    register_all_modules()
+    cfg = apply_toy(Config.fromfile(osp.join(REPO, 'configs',
+                                             'retinanet_fl.py')),
+                    'small', data_root)
+    cfg.train_dataloader.batch_size = 2  # 128 px as 'small', cheaper steps
+    cfg.train_dataloader.num_workers = 0
+    cfg.train_dataloader.persistent_workers = False
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.train()
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    loader = Runner.build_dataloader(cfg.train_dataloader)
+    batch = next(iter(loader))
+    runner = SimpleNamespace(
+        model=model, iter=0, work_dir=data_root, param_schedulers=[],
+        message_hub=MessageHub.get_instance('bench_health'),
+        logger=MMLogger.get_instance('bench_health', log_level='ERROR'))
+    return model, optim_wrapper, batch, runner, len(batch['inputs'])
+
+
+def _timed_hook_class():
+    """TrainingHealthHook that adds the wall time spent in its own code
+    (iteration hooks and the torch forward/grad hooks) to ``spent``."""
+    from mmdet_freebies.engine.hooks import TrainingHealthHook
+
+    class TimedHealthHook(TrainingHealthHook):
+        spent = 0.0
+
+        def _timed(self, fn):
+            def wrapper(*args, **kwargs):
+                start = time.perf_counter()
+                fn(*args, **kwargs)
+                self.spent += time.perf_counter() - start
+            return wrapper
+
+        def _grad_hook(self, name):
+            return self._timed(super()._grad_hook(name))
+
+        def _score_hook(self, *spec):
+            return self._timed(super()._score_hook(*spec))
+
+        def before_train_iter(self, *args, **kwargs):
+            self._timed(super().before_train_iter)(*args, **kwargs)
+
+        def after_train_iter(self, *args, **kwargs):
+            self._timed(super().after_train_iter)(*args, **kwargs)
+
+    return TimedHealthHook
+
+
+def run(pairs: int = 40) -> list:
+    import torch
+
+    from mmdet_freebies.datasets.toy import make_toy_dataset
+    # One thread and the thread's CPU time: on a shared machine wall time
+    # and multi-threaded process time mostly measure the neighbours.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with tempfile.TemporaryDirectory() as root:
+            make_toy_dataset(root, seed=0, num_train=16, num_val=4)
+            model, optim_wrapper, batch, runner, batch_size = _setup(
+                root + '/')
+            hook = _timed_hook_class()(warmup_iters=0)
+
+            def step(with_hook: bool) -> float:
+                start = time.thread_time()
+                if with_hook:
+                    hook.before_train_iter(runner, runner.iter)
+                outputs = model.train_step(batch, optim_wrapper)
+                if with_hook:
+                    hook.after_train_iter(runner, runner.iter,
+                                          outputs=outputs)
+                runner.iter += 1
+                return time.thread_time() - start
+
+            for _ in range(2):  # warm-up of allocator and kernels
+                step(False)
+            base, health = [], []
+            for i in range(pairs):
+                # Alternate which side goes first; the hook's torch hooks
+                # are installed only for its own steps.
+                for with_hook in ((False, True) if i % 2 else (True, False)):
+                    if with_hook:
+                        hook.before_train(runner)
+                        health.append(step(True))
+                        hook.after_train(runner)
+                    else:
+                        base.append(step(False))
+    finally:
+        torch.set_num_threads(threads)
+    t0, t1 = statistics.median(base), statistics.median(health)
+    in_hook = hook.spent / pairs
+    detail = (f'RetinaNet (toy small: ResNet-18/16, 128 px, batch '
+              f'{batch_size}, CPU, 1 thread) train_step; score stats every '
+              '5 iterations (default); target < 3%')
+    return [
+        dict(name='TrainingHealthHook: time in its own code per step',
+             value=f'{100 * in_hook / t0:.2f}% ({in_hook * 1e3:.2f} of '
+                   f'{t0 * 1e3:.0f} ms)',
+             detail=detail + '; time inside the hook (iteration hooks, '
+             'forward hook, grad hooks) over the median step without it',
+             command=COMMAND),
+        dict(name='TrainingHealthHook: step with vs without, side by side',
+             value=f'{100 * (t1 / t0 - 1):+.1f}% ({t1 * 1e3:.1f} vs '
+                   f'{t0 * 1e3:.1f} ms)',
+             detail=detail + f'; median thread CPU time of {pairs} '
+             'interleaved pairs of steps', command=COMMAND),
+    ]
+
+
+if __name__ == '__main__':
+    for row in run():
+        print(f"{row['name']}: {row['value']}\n  {row['detail']}")

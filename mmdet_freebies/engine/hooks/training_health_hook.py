@@ -1,0 +1,459 @@
+"""Training health monitor: cheap per-iteration signals and named failure
+patterns, each with the remedy this pack ships."""
+import math
+import statistics
+from collections import deque
+from typing import Deque, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from torch import nn
+
+from mmdet.registry import HOOKS
+
+# Final classification layers of mmdet's heads, by attribute name.
+CLS_LAYER_NAMES = ('retina_cls', 'conv_cls', 'atss_cls', 'rpn_cls', 'fc_cls',
+                   'convs_pred')
+# Loss terms by the word after ``loss_`` (and the RPN's ``loss_rpn_``).
+_CLS_TERMS = ('cls', 'conf')
+_REG_TERMS = ('bbox', 'xy', 'wh', 'iou', 'centerness', 'dfl')
+
+PATTERNS = ('non_finite', 'divergence', 'stagnation', 'collapse',
+            'regression_domination', 'classification_domination')
+
+# The remedies this pack ships, quoted in the messages.
+REMEDIES = {
+    'non_finite': [
+        'raise warm-up (param_scheduler LinearLR end) or lower the lr',
+        'clip gradients: optim_wrapper.clip_grad=dict(max_norm=35, '
+        'norm_type=2)',
+        'with CE on a dense head, start from the data prior: '
+        'configs/retinanet_ce_obi.py (OptimalBiasInit)'],
+    'divergence': [
+        'raise warm-up (param_scheduler LinearLR end) or lower the lr',
+        'enable OptimalBiasInit: configs/retinanet_ce_obi.py',
+        'balance the losses with guided loss scaling: '
+        'configs/retinanet_ce_sf.py'],
+    'stagnation': [
+        'raise the lr or check the data (tools/dataset_stats.py CONFIG)',
+        'sweep the class:box weight ratio: tools/sweep_loss_weights.py'],
+    'collapse': [
+        'enable OptimalBiasInit: configs/retinanet_ce_obi.py',
+        'use Sampling-Free (OBI + guided loss scaling): '
+        'configs/retinanet_ce_sf.py, or focal loss: configs/retinanet_fl.py',
+        'raise warm-up'],
+    'regression_domination': [
+        'lower the box loss weight: tools/sweep_loss_weights.py CONFIG '
+        '--key model.bbox_head.loss_bbox.loss_weight',
+        'classification first, box weight later: LossWeightScheduleHook, '
+        'configs/retinanet_fl_adaptive_weight.py',
+        'guided loss scaling: configs/retinanet_ce_sf.py'],
+    'classification_domination': [
+        'CE over all anchors: guided loss scaling with OptimalBiasInit, '
+        'configs/retinanet_ce_sf.py (GLS alone: configs/retinanet_ce_gls.py)',
+        'or focal loss: configs/retinanet_fl.py',
+        'otherwise lower the classification loss weight: '
+        'tools/sweep_loss_weights.py'],
+}
+
+_TITLES = {
+    'non_finite': 'non-finite loss',
+    'divergence': 'divergence',
+    'stagnation': 'stagnation',
+    'collapse': 'collapse to background',
+    'regression_domination': 'regression domination',
+    'classification_domination': 'classification domination',
+}
+
+
+class TrainingFailureError(RuntimeError):
+    """Raised by ``TrainingHealthHook(action='stop')`` on a detection."""
+
+
+def head_loss_ratios(log_vars: Dict[str, float]) -> Dict[str, float]:
+    """Classification-to-regression loss ratio of each head.
+
+    Keys are grouped by head: ``loss_rpn_*`` is the RPN, a stage prefix
+    (``s0.loss_cls``) names a cascade stage, everything else is ``det``.
+    Classification terms end in ``cls`` or ``conf``; regression terms are
+    ``bbox``, ``xy``, ``wh``, ``iou``, ``centerness`` and ``dfl``. A head
+    without a positive regression loss has no ratio.
+    """
+    sums: Dict[str, List[float]] = {}
+    for key, value in log_vars.items():
+        prefix, sep, term = key.rpartition('loss_')
+        if not sep:
+            continue
+        head = prefix.rstrip('.') or 'det'
+        if term.startswith('rpn_'):
+            head, term = 'rpn', term[4:]
+        cls_reg = sums.setdefault(head, [0.0, 0.0])
+        if term in _CLS_TERMS:
+            cls_reg[0] += float(value)
+        elif term in _REG_TERMS:
+            cls_reg[1] += float(value)
+    return {head: c / r for head, (c, r) in sums.items() if r > 0}
+
+
+def _fg_scores(kind: str, out: torch.Tensor, num_classes: int,
+               num_anchors: int) -> torch.Tensor:
+    """Foreground probability of each anchor (or RoI) from raw logits."""
+    if out.dim() == 4:  # (N, A * K, H, W) -> (N * H * W * A, K)
+        n, _, h, w = out.shape
+        out = out.reshape(n, num_anchors, -1, h, w).permute(0, 3, 4, 1, 2)
+        out = out.reshape(-1, out.shape[-1])
+    if kind == 'sigmoid':
+        return out.sigmoid().amax(dim=-1)
+    if kind == 'softmax':  # mmdet puts background last
+        return 1 - out.softmax(dim=-1)[:, num_classes]
+    return out[:, 4].sigmoid()  # yolo: objectness after xy, wh
+
+
+@HOOKS.register_module()
+class TrainingHealthHook(Hook):
+    """Tell why a detector's training is failing and what to change.
+
+    The face-detection training-failure study (SSD on WIDER FACE) shows
+    early failures (high loss, background-only predictions, class and box
+    losses out of balance) and middle ones (stalled classification); the
+    Sampling-Free paper (Chen et al., 2020) names the gradient reaching the
+    final classification layer as what decides success. This hook watches,
+    every iteration and with no extra forward or backward:
+
+    * ``health/ratio_<head>``: the classification-to-regression loss ratio
+      of each head, from the losses the model already logs;
+    * ``health/grad_norm_<layer>``: the L2 gradient norm of each final
+      classification layer (``retina_cls``, ``conv_cls``, ``atss_cls``,
+      ``rpn_cls``, ``fc_cls``, ``convs_pred``), read by a post-accumulate
+      hook on its parameters, before the optimizer wrapper zeroes them;
+    * ``health/fg_mean``, ``health/fg_max``, ``health/fg_frac``: mean and
+      max foreground probability over all anchors (or RoIs) of the batch,
+      and the fraction above 0.5, from a forward hook on the first such
+      layer, every ``score_interval`` iterations.
+
+    The signals go to ``runner.message_hub`` as ``train/health/...`` scalars
+    (so the mmengine log, ``scalars.json`` and TensorBoard show them), and
+    feed these patterns:
+
+    * ``non_finite``: a loss term is NaN or infinite (checked from the first
+      iteration);
+    * ``divergence``: the smoothed loss exceeds ``divergence_factor`` times
+      its running minimum since warm-up;
+    * ``stagnation``: the smoothed loss has not set a new minimum lower by
+      ``stagnation_rel`` in ``stagnation_window`` iterations;
+    * ``collapse``: every sampled max foreground score in ``window``
+      iterations is below ``collapse_score`` and the second half of the
+      window does not exceed the first (a run that starts at a tiny prior
+      and is learning rises);
+    * ``regression_domination`` / ``classification_domination``: the median
+      of a head's ratio over ``window`` iterations is below
+      ``ratio_range[0]`` / above ``ratio_range[1]``.
+
+    Except ``non_finite``, patterns are judged only after the warm-up (read
+    from the LR schedulers unless ``warmup_iters`` is given) and after a
+    full window. Each pattern is reported once, as a warning with the
+    iteration, the evidence and this pack's remedies. With
+    ``action='stop'`` the hook then saves ``health_stop_iter_<n>.pth`` in
+    the work dir and raises :class:`TrainingFailureError`, so
+    ``tools/train.py`` exits non-zero.
+
+    Args:
+        action (str): 'warn' or 'stop'. Defaults to 'warn'.
+        patterns (Sequence[str]): Patterns to check. Defaults to all of
+            ``PATTERNS``.
+        warmup_iters (int, optional): Iterations before patterns other than
+            ``non_finite`` are judged. Defaults to None (the end of the
+            iteration-based LinearLR/ConstantLR warm-up, 0 without one).
+        window (int): Iterations a collapse or ratio must persist.
+            Defaults to 50.
+        smooth (int): Iterations averaged into the smoothed loss.
+            Defaults to 10.
+        divergence_factor (float): Defaults to 4.0.
+        stagnation_window (int): Defaults to 500.
+        stagnation_rel (float): Defaults to 0.01.
+        collapse_score (float): Defaults to 1e-3, a tenth of the focal-loss
+            init prior 0.01 where a healthy focal-loss run starts.
+        ratio_range (Tuple[float, float]): Bounds of the window median of
+            each head's cls/reg ratio. Defaults to (0.05, 5.0): focal loss
+            measured 1.2-1.7 on the toy set, guided loss scaling
+            (Sampling-Free) holds it at 1, while CE over all anchors starts
+            near anchors x classes x prior / positives (toy at 128 px: 7-12;
+            COCO: an estimated several hundred).
+        head_ratio_ranges (dict, optional): Bounds for named heads instead
+            of ``ratio_range``. Defaults to None, meaning
+            ``dict(rpn=(0.01, 100.0))``: the RPN's box loss covers only the
+            few positives of its 256 sampled anchors, so a healthy RPN
+            runs at ratios of 3 to 500 early on (toy Faster R-CNN, median
+            about 12 in its first 40 iterations).
+        score_interval (int): Iterations between score samples. Defaults
+            to 5.
+    """
+
+    priority = 'NORMAL'  # after RuntimeInfoHook, before LoggerHook
+
+    def __init__(self,
+                 action: str = 'warn',
+                 patterns: Sequence[str] = PATTERNS,
+                 warmup_iters: Optional[int] = None,
+                 window: int = 50,
+                 smooth: int = 10,
+                 divergence_factor: float = 4.0,
+                 stagnation_window: int = 500,
+                 stagnation_rel: float = 0.01,
+                 collapse_score: float = 1e-3,
+                 ratio_range: Tuple[float, float] = (0.05, 5.0),
+                 head_ratio_ranges: Optional[Dict[str, Tuple[float,
+                                                          float]]] = None,
+                 score_interval: int = 5) -> None:
+        if action not in ('warn', 'stop'):
+            raise ValueError(f"action must be 'warn' or 'stop', got "
+                             f'{action!r}')
+        unknown = set(patterns) - set(PATTERNS)
+        if unknown:
+            raise ValueError(f'unknown patterns {sorted(unknown)}; choose '
+                             f'from {PATTERNS}')
+        for name, value in (('window', window), ('smooth', smooth),
+                            ('stagnation_window', stagnation_window),
+                            ('score_interval', score_interval)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f'{name} must be a positive int, got '
+                                 f'{value!r}')
+        if head_ratio_ranges is None:
+            head_ratio_ranges = dict(rpn=(0.01, 100.0))
+        for name, bounds in [('ratio_range', ratio_range)] + [
+                (f'head_ratio_ranges[{k!r}]', v)
+                for k, v in head_ratio_ranges.items()]:
+            if not (len(bounds) == 2 and 0 < bounds[0] < bounds[1]):
+                raise ValueError(f'{name} must be (low, high) with '
+                                 f'0 < low < high, got {bounds!r}')
+        self.action = action
+        self.patterns = tuple(patterns)
+        self.warmup_iters = warmup_iters
+        self.window = window
+        self.smooth = smooth
+        self.divergence_factor = divergence_factor
+        self.stagnation_window = stagnation_window
+        self.stagnation_rel = stagnation_rel
+        self.collapse_score = collapse_score
+        self.ratio_range = tuple(ratio_range)
+        self.head_ratio_ranges = {k: tuple(v)
+                                  for k, v in head_ratio_ranges.items()}
+        self.score_interval = score_interval
+        self.detections: List[dict] = []
+
+    # ----------------------------------------------------------- set-up
+    def before_train(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        self._layers = self._find_cls_layers(model)
+        if not self._layers:
+            runner.logger.warning(
+                'TrainingHealthHook: no final classification layer '
+                f'({", ".join(CLS_LAYER_NAMES)}) found; grad-norm and '
+                'score signals are off')
+        self._sq_norms: Dict[str, List[torch.Tensor]] = {}
+        self._handles = []
+        for name, (layer, _) in self._layers.items():
+            for p in layer.parameters():
+                if p.requires_grad:
+                    self._handles.append(p.register_post_accumulate_grad_hook(
+                        self._grad_hook(name)))
+        self._sample = False
+        self._scores: List[torch.Tensor] = []
+        if self._layers:
+            name = next(iter(self._layers))
+            layer, spec = self._layers[name]
+            for conv in (layer if isinstance(layer, nn.ModuleList)
+                         else [layer]):
+                self._handles.append(conv.register_forward_hook(
+                    self._score_hook(*spec)))
+        if self.warmup_iters is None:
+            self.warmup_iters = self._infer_warmup(runner)
+        self._losses: Deque[float] = deque(maxlen=self.smooth)
+        # Smoothed losses of the last stagnation window, the minimum of
+        # those before it, and the minimum of all since warm-up.
+        self._recent: Deque[float] = deque(maxlen=self.stagnation_window)
+        self._best_before = math.inf
+        self._best = math.inf
+        self._fg_max: Deque[Tuple[int, float]] = deque()
+        self._ratios: Dict[str, Deque[Tuple[int, float]]] = {}
+        self._reported = set()
+
+    def after_train(self, runner) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    @staticmethod
+    def _find_cls_layers(model: nn.Module) -> Dict[str, tuple]:
+        """``{path: (layer, (kind, num_classes, num_anchors))}``."""
+        layers = {}
+        for path, module in model.named_modules():
+            leaf = path.rpartition('.')[2]
+            if leaf not in CLS_LAYER_NAMES:
+                continue
+            head = model.get_submodule(path.rpartition('.')[0])
+            num_classes = getattr(head, 'num_classes', 1)
+            num_anchors = getattr(head, 'num_base_priors', 1)
+            if leaf == 'convs_pred':
+                kind = 'yolo'
+            elif getattr(head, 'use_sigmoid_cls', None) is not None:
+                kind = 'sigmoid' if head.use_sigmoid_cls else 'softmax'
+            else:
+                loss_cls = getattr(head, 'loss_cls', None)
+                kind = 'sigmoid' if getattr(loss_cls, 'use_sigmoid',
+                                            False) else 'softmax'
+            layers[path] = (module, (kind, num_classes, num_anchors))
+        return layers
+
+    @staticmethod
+    def _infer_warmup(runner) -> int:
+        schedulers = runner.param_schedulers or []
+        if isinstance(schedulers, dict):
+            schedulers = [s for group in schedulers.values() for s in group]
+        ends = [s.end for s in schedulers
+                if type(s).__name__ in ('LinearLR', 'ConstantLR')
+                and not s.by_epoch and s.begin == 0]
+        return int(max(ends, default=0))
+
+    def _grad_hook(self, name: str):
+        def hook(param: torch.Tensor) -> None:
+            self._sq_norms.setdefault(name, []).append(
+                param.grad.detach().float().pow(2).sum())
+        return hook
+
+    def _score_hook(self, kind: str, num_classes: int, num_anchors: int):
+        def hook(module, inputs, output) -> None:
+            if self._sample and module.training:
+                with torch.no_grad():
+                    self._scores.append(_fg_scores(
+                        kind, output.detach().float(), num_classes,
+                        num_anchors))
+        return hook
+
+    # ------------------------------------------------------- per iteration
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch=None) -> None:
+        self._sample = runner.iter % self.score_interval == 0
+        self._scores = []
+        self._sq_norms = {}
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        it = runner.iter + 1  # 1-based, as the logger prints it
+        hub = runner.message_hub
+        log_vars = {k: float(v.detach()) if torch.is_tensor(v) else float(v)
+                    for k, v in (outputs or {}).items()}
+        # AmpOptimWrapper scales the loss, hence the gradients; undo it
+        # (with the scale as of now, which a skipped step may have halved).
+        scaler = getattr(getattr(runner, 'optim_wrapper', None),
+                         'loss_scaler', None)
+        scale = float(scaler.get_scale()) if scaler is not None else 1.0
+        for name, sq in self._sq_norms.items():
+            leaf = name.rpartition('.')[2]
+            hub.update_scalar(f'train/health/grad_norm_{leaf}',
+                              float(torch.stack(sq).sum().sqrt()) / scale)
+        if self._scores:
+            fg = torch.cat([s.flatten() for s in self._scores])
+            if fg.numel():
+                fg_max = float(fg.max())
+                hub.update_scalar('train/health/fg_mean', float(fg.mean()))
+                hub.update_scalar('train/health/fg_max', fg_max)
+                hub.update_scalar('train/health/fg_frac',
+                                  float((fg > 0.5).float().mean()))
+                self._fg_max.append((it, fg_max))
+        ratios = head_loss_ratios(log_vars)
+        for head, ratio in ratios.items():
+            hub.update_scalar(f'train/health/ratio_{head}', ratio)
+            self._ratios.setdefault(head, deque()).append((it, ratio))
+        self._check(runner, it, log_vars)
+
+    # ------------------------------------------------------------ patterns
+    def _check(self, runner, it: int, log_vars: Dict[str, float]) -> None:
+        bad = {k: v for k, v in log_vars.items()
+               if 'loss' in k and not math.isfinite(v)}
+        if bad:
+            self._detect(runner, it, 'non_finite',
+                         'non-finite ' + ', '.join(
+                             f'{k}={v}' for k, v in bad.items()))
+            return
+        if 'loss' in log_vars:
+            self._losses.append(log_vars['loss'])
+        judged = it > self.warmup_iters
+        if judged and len(self._losses) == self.smooth:
+            self._check_loss_curve(runner, it,
+                                   sum(self._losses) / self.smooth)
+        start = it - self.window  # samples after ``start`` form the window
+        for buf in [self._fg_max, *self._ratios.values()]:
+            while buf and buf[0][0] <= start:
+                buf.popleft()
+        if not judged or start < self.warmup_iters:
+            return
+        fg = [v for _, v in self._fg_max]
+        # Near zero and not rising: a run started at a tiny prior (e.g.
+        # OptimalBiasInit's 1e-5) that is learning shows a rising maximum.
+        half = len(fg) // 2
+        if (half and max(fg) < self.collapse_score
+                and max(fg[half:]) <= max(fg[:half])):
+            self._detect(
+                runner, it, 'collapse',
+                f'max foreground score below {self.collapse_score:g} in all '
+                f'{len(fg)} samples of the last {self.window} iterations and '
+                f'not rising (first half up to {max(fg[:half]):.3g}, second '
+                f'half up to {max(fg[half:]):.3g})')
+        for head, buf in self._ratios.items():
+            low, high = self.head_ratio_ranges.get(head, self.ratio_range)
+            values = [v for _, v in buf]
+            if len(values) < self.window:
+                continue
+            median = statistics.median(values)
+            for pattern, hit, bound in (
+                    ('regression_domination', median < low, f'< {low:g}'),
+                    ('classification_domination', median > high,
+                     f'> {high:g}')):
+                if hit:
+                    self._detect(
+                        runner, it, pattern,
+                        f'head {head!r}: median cls/reg loss ratio '
+                        f'{median:.3g} {bound} over the last {self.window} '
+                        f'iterations (range {min(values):.3g}..'
+                        f'{max(values):.3g}, latest {values[-1]:.3g})')
+
+    def _check_loss_curve(self, runner, it: int, loss: float) -> None:
+        self._best = min(self._best, loss)
+        if loss > self.divergence_factor * self._best:
+            self._detect(
+                runner, it, 'divergence',
+                f'smoothed loss {loss:.4g} > {self.divergence_factor:g} x '
+                f'its minimum {self._best:.4g} since warm-up')
+        if len(self._recent) == self._recent.maxlen:
+            self._best_before = min(self._best_before, self._recent[0])
+        self._recent.append(loss)
+        if self._best_before < math.inf:
+            w, before, recent = (self.stagnation_window, self._best_before,
+                                 min(self._recent))
+            if recent > before * (1 - self.stagnation_rel):
+                self._detect(
+                    runner, it, 'stagnation',
+                    f'smoothed loss minimum {recent:.4g} over the last {w} '
+                    f'iterations is not {self.stagnation_rel:.0%} below the '
+                    f'earlier minimum {before:.4g}')
+
+    def _detect(self, runner, it: int, pattern: str, evidence: str) -> None:
+        if pattern not in self.patterns or pattern in self._reported:
+            return
+        self._reported.add(pattern)
+        remedies = '; '.join(REMEDIES[pattern])
+        message = (f'TrainingHealthHook: iter {it}: {_TITLES[pattern]}: '
+                   f'{evidence}. Remedies: {remedies}')
+        self.detections.append(dict(iter=it, pattern=pattern,
+                                    evidence=evidence, message=message))
+        runner.logger.warning(message)
+        if self.action == 'stop':
+            filename = f'health_stop_iter_{it}.pth'
+            runner.save_checkpoint(runner.work_dir, filename)
+            runner.logger.warning(
+                f'TrainingHealthHook: saved {filename} in {runner.work_dir};'
+                ' stopping (action=stop)')
+            raise TrainingFailureError(message)

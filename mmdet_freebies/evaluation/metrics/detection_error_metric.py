@@ -1,0 +1,163 @@
+"""Detection error counts of the face-detection training-failure study."""
+from collections import OrderedDict
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+from mmengine.evaluator import BaseMetric
+
+from mmdet.evaluation.functional import bbox_overlaps
+from mmdet.registry import METRICS
+
+# COCO's area ranges: small < 32^2 <= medium < 96^2 <= large.
+SIZE_NAMES = ('small', 'medium', 'large')
+_SIZE_EDGES = np.array([32.0**2, 96.0**2])
+
+
+def size_bucket(bboxes: np.ndarray) -> np.ndarray:
+    """Index into ``SIZE_NAMES`` of each box (x1, y1, x2, y2) by its area."""
+    bboxes = np.asarray(bboxes, dtype=np.float64).reshape(-1, 4)
+    area = (bboxes[:, 2] - bboxes[:, 0]) * (bboxes[:, 3] - bboxes[:, 1])
+    return np.searchsorted(_SIZE_EDGES, area, side='right')
+
+
+def match_image(pred_bboxes: np.ndarray,
+                pred_scores: np.ndarray,
+                pred_labels: np.ndarray,
+                gt_bboxes: np.ndarray,
+                gt_labels: np.ndarray,
+                ignore_bboxes: Optional[np.ndarray] = None,
+                iou_thr: float = 0.5) -> Dict[str, np.ndarray]:
+    """Greedy per-class matching of one image's detections, as in COCO.
+
+    Detections are visited by descending score; each takes the unmatched
+    ground truth of its class with the highest IoU, if that IoU is at least
+    ``iou_thr`` (a true positive). An unmatched detection that overlaps an
+    ignored (crowd) box by ``iou_thr`` is neither TP nor FP; any other is a
+    false positive. Unmatched ground truths are false negatives.
+
+    Returns:
+        dict: ``tp``, ``fp``, ``fn`` (int arrays) and ``iou_sum`` (the summed
+        IoU of true positives), each of shape (3, ) indexed by
+        ``SIZE_NAMES``. TP and FN are bucketed by the ground truth's area,
+        FP by the detection's area.
+    """
+    out = dict(tp=np.zeros(3, np.int64), fp=np.zeros(3, np.int64),
+               fn=np.zeros(3, np.int64), iou_sum=np.zeros(3, np.float64))
+    pred_bboxes = np.asarray(pred_bboxes, np.float64).reshape(-1, 4)
+    gt_bboxes = np.asarray(gt_bboxes, np.float64).reshape(-1, 4)
+    if ignore_bboxes is None:
+        ignore_bboxes = np.zeros((0, 4))
+    ignore_bboxes = np.asarray(ignore_bboxes, np.float64).reshape(-1, 4)
+    pred_size = size_bucket(pred_bboxes)
+    gt_size = size_bucket(gt_bboxes)
+    gt_matched = np.zeros(len(gt_bboxes), bool)
+    # One IoU matrix for all pairs; the class mask keeps matching per class.
+    ious = bbox_overlaps(pred_bboxes, gt_bboxes)
+    same_class = (np.asarray(pred_labels).reshape(-1, 1) ==
+                  np.asarray(gt_labels).reshape(1, -1))
+    ious = np.where(same_class, ious, -1.0)
+    ignored = np.zeros(len(pred_bboxes), bool)
+    if len(ignore_bboxes) and len(pred_bboxes):
+        ignored = (bbox_overlaps(pred_bboxes, ignore_bboxes).max(1) >=
+                   iou_thr)
+    for i in np.argsort(-np.asarray(pred_scores), kind='stable'):
+        cand = np.where(gt_matched, -1.0, ious[i]) if len(gt_bboxes) else []
+        j = int(np.argmax(cand)) if len(cand) else -1
+        if j >= 0 and cand[j] >= iou_thr:
+            gt_matched[j] = True
+            out['tp'][gt_size[j]] += 1
+            out['iou_sum'][gt_size[j]] += cand[j]
+        elif not ignored[i]:
+            out['fp'][pred_size[i]] += 1
+    np.add.at(out['fn'], gt_size[~gt_matched], 1)
+    return out
+
+
+@METRICS.register_module()
+class DetectionErrorMetric(BaseMetric):
+    """TP / FP / FN, precision, recall and mean IoU of matches by box size.
+
+    The error counts of the face-detection training-failure study (SSD on
+    WIDER FACE): TP, FP and FN at IoU >= 0.5 and the mean IoU of the
+    matches. They name what goes wrong where AP only says that something
+    does: a middle-stage failure shows many small false positives
+    (``fp_small``) while ``mean_iou`` keeps rising. Use it next to
+    ``CocoMetric`` in a list ``val_evaluator``.
+
+    Detections below ``score_thr`` are dropped, then each image is matched
+    greedily by score per class (see :func:`match_image`). Ground truths
+    are read from ``data_sample['gt_instances']`` (and
+    ``ignored_instances``), so the test pipeline must load annotations, as
+    mmdet's COCO pipelines do after ``Resize`` (original coordinates).
+
+    Reported keys (prefixed ``det_err/``): ``tp``, ``fp``, ``fn``,
+    ``precision``, ``recall``, ``mean_iou`` and the same for each of
+    ``small``, ``medium``, ``large`` (e.g. ``fp_small``, the count of false
+    positives on small boxes). A ratio with an empty denominator is 0.
+
+    Args:
+        iou_thr (float): IoU for a true positive. Defaults to 0.5.
+        score_thr (float): Detections below it are discarded before
+            matching. Defaults to 0.3.
+        collect_device (str): Device used to collect results across ranks,
+            'cpu' or 'gpu'. Defaults to 'cpu'.
+        prefix (str, optional): Prefix of the metric names. Defaults to
+            None, meaning ``default_prefix`` ('det_err').
+    """
+
+    default_prefix: Optional[str] = 'det_err'
+
+    def __init__(self,
+                 iou_thr: float = 0.5,
+                 score_thr: float = 0.3,
+                 collect_device: str = 'cpu',
+                 prefix: Optional[str] = None) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        if not 0.0 < iou_thr <= 1.0:
+            raise ValueError(f'iou_thr must be in (0, 1], got {iou_thr!r}')
+        if not 0.0 <= score_thr <= 1.0:
+            raise ValueError(
+                f'score_thr must be in [0, 1], got {score_thr!r}')
+        self.iou_thr = iou_thr
+        self.score_thr = score_thr
+
+    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        """Match each image now; keep only its (3, ) count arrays."""
+        for sample in data_samples:
+            if 'gt_instances' not in sample:
+                raise KeyError(
+                    "DetectionErrorMetric needs 'gt_instances' in the data "
+                    'samples: add LoadAnnotations(with_bbox=True) to the '
+                    'test pipeline')
+            pred = sample['pred_instances']
+            keep = (pred['scores'] >= self.score_thr).cpu().numpy()
+            gt = sample['gt_instances']
+            ignored = sample.get('ignored_instances', {})
+            ignore_bboxes = ignored['bboxes'].cpu().numpy() \
+                if 'bboxes' in ignored else None
+            self.results.append(match_image(
+                pred['bboxes'].cpu().numpy()[keep],
+                pred['scores'].cpu().numpy()[keep],
+                pred['labels'].cpu().numpy()[keep],
+                gt['bboxes'].cpu().numpy(),
+                gt['labels'].cpu().numpy(),
+                ignore_bboxes,
+                iou_thr=self.iou_thr))
+
+    def compute_metrics(self, results: list) -> Dict[str, float]:
+        """Sum the per-image counts and derive the ratios."""
+        total = {k: sum(r[k] for r in results) if results else np.zeros(3)
+                 for k in ('tp', 'fp', 'fn', 'iou_sum')}
+        metrics: Dict[str, float] = OrderedDict()
+        groups = [('', slice(None))] + [(f'_{name}', i)
+                                        for i, name in enumerate(SIZE_NAMES)]
+        for suffix, idx in groups:
+            tp, fp, fn, iou_sum = (float(np.sum(total[k][idx]))
+                                   for k in ('tp', 'fp', 'fn', 'iou_sum'))
+            metrics[f'tp{suffix}'] = int(tp)
+            metrics[f'fp{suffix}'] = int(fp)
+            metrics[f'fn{suffix}'] = int(fn)
+            metrics[f'precision{suffix}'] = tp / (tp + fp) if tp + fp else 0.
+            metrics[f'recall{suffix}'] = tp / (tp + fn) if tp + fn else 0.
+            metrics[f'mean_iou{suffix}'] = iou_sum / tp if tp else 0.
+        return metrics

@@ -1,0 +1,256 @@
+import math
+from types import SimpleNamespace
+from unittest.mock import MagicMock
+
+import pytest
+import torch
+from mmengine.logging import MessageHub, MMLogger
+from mmengine.optim.scheduler import LinearLR
+from torch import nn
+
+from mmdet_freebies.engine.hooks.training_health_hook import (
+    REMEDIES, TrainingFailureError, TrainingHealthHook, _fg_scores,
+    head_loss_ratios)
+
+
+class _Head(nn.Module):
+    """A RetinaHead stand-in: ``retina_cls`` with A anchors x C classes."""
+
+    def __init__(self, num_classes=3, num_anchors=2, bias=0.0):
+        super().__init__()
+        self.num_classes = num_classes
+        self.num_base_priors = num_anchors
+        self.use_sigmoid_cls = True
+        self.retina_cls = nn.Conv2d(4, num_anchors * num_classes, 1)
+        nn.init.constant_(self.retina_cls.bias, bias)
+
+
+def _runner(tmp_path, bias=0.0, name='health'):
+    model = nn.Module()
+    model.bbox_head = _Head(bias=bias)
+    return SimpleNamespace(
+        model=model, iter=0, work_dir=str(tmp_path), param_schedulers=[],
+        message_hub=MessageHub.get_instance(f'{name}_{id(model)}'),
+        logger=MMLogger.get_instance('health_test'),
+        save_checkpoint=MagicMock())
+
+
+def _train(hook, runner, losses, num_iters, start=True, bias=None):
+    """Run ``num_iters`` fake iterations: a forward of the cls layer on a
+    fixed input, a backward, and the given logged losses ``losses(it) ->
+    dict``; ``bias(it)``, if given, sets the layer's bias first."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 3, 3)
+    if start:
+        hook.before_train(runner)
+    layer = runner.model.bbox_head.retina_cls
+    for i in range(num_iters):
+        hook.before_train_iter(runner, i)
+        if bias is not None:
+            with torch.no_grad():
+                layer.bias.fill_(bias(i))
+        layer.zero_grad()
+        out = layer(x)
+        out.pow(2).mean().backward()
+        logged = {k: torch.tensor(v) for k, v in losses(i).items()}
+        logged['loss'] = sum(logged.values())
+        hook.after_train_iter(runner, i, outputs=logged)
+        runner.iter += 1
+    return out
+
+
+def _hook(**kwargs):
+    defaults = dict(warmup_iters=0, window=5, smooth=2, stagnation_window=8,
+                    score_interval=1)
+    return TrainingHealthHook(**dict(defaults, **kwargs))
+
+
+def test_head_loss_ratios():
+    ratios = head_loss_ratios({
+        'loss': 5.0, 'acc': 90.0, 'loss_cls': 2.0, 'loss_bbox': 1.0,
+        'loss_rpn_cls': 0.3, 'loss_rpn_bbox': 0.1, 's0.loss_cls': 1.0,
+        's0.loss_bbox': 4.0})
+    assert ratios == pytest.approx(dict(det=2.0, rpn=3.0, s0=0.25))
+    # FCOS: centerness counts as regression; YOLOv3: conf as classification.
+    assert head_loss_ratios({'loss_cls': 1.0, 'loss_bbox': .5,
+                             'loss_centerness': .5}) == {'det': 1.0}
+    assert head_loss_ratios({'loss_cls': 1., 'loss_conf': 1., 'loss_xy': .5,
+                             'loss_wh': .5}) == {'det': 2.0}
+    assert head_loss_ratios({'loss_cls': 1.0, 'loss_bbox': 0.0}) == {}
+
+
+def test_fg_scores_layouts():
+    # (N=1, A=2 x C=3, H=1, W=2): anchor a, class c at channel a * C + c.
+    logits = torch.full((1, 6, 1, 2), -5.0)
+    logits[0, 4, 0, 1] = 2.0  # anchor 1, class 1, column 1
+    fg = _fg_scores('sigmoid', logits, 3, 2)
+    assert fg.shape == (4, )
+    assert fg.max() == pytest.approx(torch.sigmoid(torch.tensor(2.0)))
+    assert (fg > 0.5).sum() == 1
+    # softmax RoI head: background is the last of C + 1 columns.
+    rois = torch.tensor([[0.0, 0.0, math.log(2.0)]])
+    assert _fg_scores('softmax', rois, 2, 1).item() == pytest.approx(0.5)
+    # YOLOv3: objectness is attribute 4 of (5 + C).
+    yolo = torch.zeros(1, 2 * 7, 1, 1)
+    yolo[0, 4] = 3.0
+    assert _fg_scores('yolo', yolo, 2, 2).tolist() == pytest.approx(
+        [torch.sigmoid(torch.tensor(3.0)).item(), 0.5])
+
+
+def test_signals_match_a_manual_computation(tmp_path):
+    runner = _runner(tmp_path)
+    hook = _hook()
+    out = _train(hook, runner, lambda i: dict(loss_cls=2.0, loss_bbox=0.5),
+                 3)
+    layer = runner.model.bbox_head.retina_cls
+    grad_norm = math.sqrt(layer.weight.grad.pow(2).sum() +
+                          layer.bias.grad.pow(2).sum())
+    hub = runner.message_hub
+    assert hub.get_scalar('train/health/grad_norm_retina_cls').current() == \
+        pytest.approx(grad_norm, rel=1e-5)
+    fg = out.detach().reshape(2, 2, 3, 3, 3).sigmoid().amax(dim=2)
+    assert hub.get_scalar('train/health/fg_max').current() == \
+        pytest.approx(fg.max().item(), rel=1e-5)
+    assert hub.get_scalar('train/health/fg_mean').current() == \
+        pytest.approx(fg.mean().item(), rel=1e-5)
+    assert hub.get_scalar('train/health/fg_frac').current() == \
+        pytest.approx((fg > 0.5).float().mean().item())
+    assert hub.get_scalar('train/health/ratio_det').current() == 4.0
+    assert hook.detections == []
+    hook.after_train(runner)
+    assert not layer.weight._post_accumulate_grad_hooks
+
+
+def test_grad_norm_undoes_the_amp_loss_scale(tmp_path):
+    runner = _runner(tmp_path)
+    runner.optim_wrapper = SimpleNamespace(
+        loss_scaler=SimpleNamespace(get_scale=lambda: 4.0))
+    _train(_hook(), runner, lambda i: dict(loss_cls=1.0, loss_bbox=1.0), 1)
+    layer = runner.model.bbox_head.retina_cls
+    grad_norm = math.sqrt(layer.weight.grad.pow(2).sum() +
+                          layer.bias.grad.pow(2).sum())
+    assert runner.message_hub.get_scalar(
+        'train/health/grad_norm_retina_cls').current() == pytest.approx(
+            grad_norm / 4, rel=1e-5)
+
+
+def test_healthy_run_raises_nothing(tmp_path):
+    runner = _runner(tmp_path)
+    hook = _hook()
+    _train(hook, runner, lambda i: dict(loss_cls=1 / (1 + i),
+                                        loss_bbox=0.5 / (1 + i)), 40)
+    assert hook.detections == []
+
+
+@pytest.mark.parametrize('pattern,losses,bias,first_iter', [
+    # smooth=2: the first smoothed loss at iter 2; NaN is caught at once.
+    ('non_finite', lambda i: dict(loss_cls=math.nan if i == 6 else 1 / (
+        1 + i), loss_bbox=1 / (1 + i)), 0.0, 7),
+    # 2 / (1 + i) until iter 10, then 20: smoothed (0.2 + 20) / 2 > 4 x
+    # the minimum (0.22 + 0.2) / 2.
+    ('divergence', lambda i: dict(loss_cls=1 / (1 + i) if i < 10 else 10.0,
+                                  loss_bbox=1 / (1 + i) if i < 10 else 10.0),
+     0.0, 11),
+    # flat from iter 2: no new 1% minimum in the 8 smoothed losses after
+    # the first one (iters 3..10).
+    ('stagnation', lambda i: dict(loss_cls=1.0, loss_bbox=1.0), 0.0, 10),
+    ('regression_domination', lambda i: dict(loss_cls=1e-3 / (1 + i),
+                                             loss_bbox=1 / (1 + i)), 0.0, 5),
+    ('classification_domination', lambda i: dict(loss_cls=1e3 / (1 + i),
+                                                 loss_bbox=1 / (1 + i)), 0.0,
+     5),
+    # bias -10: every foreground score ~ sigmoid(-10) = 4.5e-5 < 1e-3.
+    ('collapse', lambda i: dict(loss_cls=1 / (1 + i), loss_bbox=1 / (1 + i)),
+     -10.0, 5),
+])
+def test_each_pattern_is_named(tmp_path, pattern, losses, bias, first_iter):
+    runner = _runner(tmp_path, bias=bias)
+    hook = _hook()
+    _train(hook, runner, losses, 20)
+    # Others may follow (a diverged loss also stagnates), never precede.
+    found = hook.detections[0]
+    assert found['pattern'] == pattern
+    assert found['iter'] == first_iter
+    assert f'iter {first_iter}' in found['message']
+    assert REMEDIES[pattern][0] in found['message']
+
+
+def test_the_rpn_has_wider_ratio_bounds(tmp_path):
+    # cls/reg 20: a healthy sampled RPN early on, a dominated dense head.
+    runner = _runner(tmp_path)
+    hook = _hook()
+    _train(hook, runner, lambda i: {
+        'loss_rpn_cls': 20 / (1 + i), 'loss_rpn_bbox': 1 / (1 + i),
+        'loss_cls': 20 / (1 + i), 'loss_bbox': 1 / (1 + i)}, 6)
+    assert [d['pattern'] for d in hook.detections] == [
+        'classification_domination']
+    assert "head 'det'" in hook.detections[0]['message']
+    runner = _runner(tmp_path)
+    hook = _hook(head_ratio_ranges=dict(rpn=(0.05, 5.0)))
+    _train(hook, runner, lambda i: {
+        'loss_rpn_cls': 20 / (1 + i), 'loss_rpn_bbox': 1 / (1 + i)}, 6)
+    assert "head 'rpn'" in hook.detections[0]['message']
+
+
+def test_collapse_names_the_sampling_free_remedy(tmp_path):
+    runner = _runner(tmp_path, bias=-10.0)
+    hook = _hook(patterns=['collapse'])
+    _train(hook, runner, lambda i: dict(loss_cls=1.0, loss_bbox=1.0), 6)
+    assert 'enable OptimalBiasInit: configs/retinanet_ce_obi.py' in \
+        hook.detections[0]['message']
+
+
+def test_a_low_but_rising_score_is_no_collapse(tmp_path):
+    # As after OptimalBiasInit: scores start near a 1e-5 prior and rise.
+    runner = _runner(tmp_path)
+    hook = _hook()
+    _train(hook, runner, lambda i: dict(loss_cls=1 / (1 + i),
+                                        loss_bbox=1 / (1 + i)), 20,
+           bias=lambda i: -13.0 + 0.1 * i)
+    assert runner.message_hub.get_scalar(
+        'train/health/fg_max').current() < 1e-3
+    assert hook.detections == []
+
+
+def test_nothing_but_non_finite_during_warmup(tmp_path):
+    runner = _runner(tmp_path, bias=-10.0)
+    hook = _hook(warmup_iters=15)
+    # Collapsed and flat from the start, but judged only from iter 15 + 5.
+    _train(hook, runner, lambda i: dict(loss_cls=1.0, loss_bbox=1.0), 19)
+    assert hook.detections == []
+    _train(hook, runner, lambda i: dict(loss_cls=1.0, loss_bbox=1.0), 2,
+           start=False)
+    assert [d['pattern'] for d in hook.detections] == ['collapse']
+
+
+def test_warmup_read_from_the_lr_schedulers(tmp_path):
+    runner = _runner(tmp_path)
+    optimizer = torch.optim.SGD(runner.model.parameters(), lr=0.1)
+    runner.param_schedulers = [LinearLR(optimizer, start_factor=0.001,
+                                        by_epoch=False, begin=0, end=500)]
+    hook = TrainingHealthHook()
+    hook.before_train(runner)
+    assert hook.warmup_iters == 500
+
+
+def test_stop_saves_a_checkpoint_and_raises(tmp_path):
+    runner = _runner(tmp_path)
+    hook = _hook(action='stop')
+    with pytest.raises(TrainingFailureError, match='iter 3: non-finite'):
+        _train(hook, runner, lambda i: dict(
+            loss_cls=math.inf if i == 2 else 1.0, loss_bbox=1.0), 5)
+    runner.save_checkpoint.assert_called_once_with(
+        str(tmp_path), 'health_stop_iter_3.pth')
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="'warn' or 'stop'"):
+        TrainingHealthHook(action='exit')
+    with pytest.raises(ValueError, match='unknown patterns'):
+        TrainingHealthHook(patterns=['collaps'])
+    with pytest.raises(ValueError, match='window'):
+        TrainingHealthHook(window=0)
+    with pytest.raises(ValueError, match='ratio_range'):
+        TrainingHealthHook(ratio_range=(10, 1))
+    with pytest.raises(ValueError, match="head_ratio_ranges\\['rpn'\\]"):
+        TrainingHealthHook(head_ratio_ranges=dict(rpn=(0, 1)))

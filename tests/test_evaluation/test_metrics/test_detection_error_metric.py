@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import torch
+from mmengine.evaluator import Evaluator
+from mmengine.structures import InstanceData
+
+from mmdet.registry import METRICS
+from mmdet.structures import DetDataSample
+from mmdet_freebies.evaluation.metrics.detection_error_metric import (
+    DetectionErrorMetric, match_image, size_bucket)
+
+
+def _sample(pred, gt, ignored=None):
+    s = DetDataSample()
+    s.pred_instances = InstanceData(
+        bboxes=torch.tensor(pred[0], dtype=torch.float32).reshape(-1, 4),
+        scores=torch.tensor(pred[1], dtype=torch.float32),
+        labels=torch.tensor(pred[2], dtype=torch.long))
+    s.gt_instances = InstanceData(
+        bboxes=torch.tensor(gt[0], dtype=torch.float32).reshape(-1, 4),
+        labels=torch.tensor(gt[1], dtype=torch.long))
+    s.ignored_instances = InstanceData(
+        bboxes=torch.tensor(ignored or [], dtype=torch.float32).reshape(-1, 4))
+    return s.to_dict()
+
+
+# Image 1, worked by hand (areas: small < 1024 <= medium < 9216 <= large):
+#   G1 cls0 [0,0,10,10] small   G2 cls0 [0,0,100,100] large
+#   G3 cls1 [50,50,90,90] medium  G4 cls2 [300,300,310,320] small
+#   P7 cls1 .95 [50,50,90,70]  -> G3 IoU 800/1600 = .5  TP medium (greedy by
+#                                 score takes it before the better P6)
+#   P1 cls0 .90 [0,0,10,10]    -> G1 IoU 1             TP small
+#   P2 cls0 .80 [0,0,10,5]     -> G1 taken, G2 IoU .005 FP small (area 50)
+#   P3 cls0 .70 [0,0,100,80]   -> G2 IoU .8            TP large
+#   P4 cls1 .60 [0,0,10,10]    -> G3 IoU 0             FP small
+#   P6 cls1 .50 [50,50,90,90]  -> G3 taken             FP medium (1600)
+#   P8 cls0 .40 [200,200,240,236] -> crowd IoU .9      ignored
+#   P5 cls0 .20 [300,300,310,320] -> below score_thr .3, dropped
+#   G4 unmatched (its class-2 twin P5 is dropped)       FN small
+# Image 2: one large gt, no detection                   FN large
+IMG1 = _sample(
+    ([[50, 50, 90, 70], [0, 0, 10, 10], [0, 0, 10, 5], [0, 0, 100, 80],
+      [0, 0, 10, 10], [50, 50, 90, 90], [200, 200, 240, 236],
+      [300, 300, 310, 320]],
+     [.95, .9, .8, .7, .6, .5, .4, .2], [1, 0, 0, 0, 1, 1, 0, 2]),
+    ([[0, 0, 10, 10], [0, 0, 100, 100], [50, 50, 90, 90],
+      [300, 300, 310, 320]], [0, 0, 1, 2]),
+    ignored=[[200, 200, 240, 240]])
+IMG2 = _sample(([], [], []), ([[0, 0, 200, 100]], [3]))
+
+
+def test_hand_worked_example():
+    metric = DetectionErrorMetric(iou_thr=0.5, score_thr=0.3)
+    metric.process({}, [IMG1, IMG2])
+    m = metric.compute_metrics(metric.results)
+    assert (m['tp'], m['fp'], m['fn']) == (3, 3, 2)
+    assert m['precision'] == pytest.approx(3 / 6)
+    assert m['recall'] == pytest.approx(3 / 5)
+    assert m['mean_iou'] == pytest.approx((0.5 + 1.0 + 0.8) / 3, abs=1e-6)
+    assert (m['tp_small'], m['fp_small'], m['fn_small']) == (1, 2, 1)
+    assert (m['tp_medium'], m['fp_medium'], m['fn_medium']) == (1, 1, 0)
+    assert (m['tp_large'], m['fp_large'], m['fn_large']) == (1, 0, 1)
+    assert m['precision_small'] == pytest.approx(1 / 3)
+    assert m['recall_small'] == pytest.approx(1 / 2)
+    assert m['recall_large'] == pytest.approx(1 / 2)
+    assert m['mean_iou_medium'] == pytest.approx(0.5, abs=1e-6)
+    assert m['mean_iou_large'] == pytest.approx(0.8, abs=1e-6)
+
+
+def test_thresholds_change_the_counts():
+    # score_thr 0: P5 now matches G4 (TP small), P8 still ignored.
+    metric = DetectionErrorMetric(score_thr=0.0)
+    metric.process({}, [IMG1])
+    m = metric.compute_metrics(metric.results)
+    assert (m['tp'], m['fp'], m['fn']) == (4, 3, 0)
+    # iou_thr .6: P7 (IoU .5) misses, so P6 (IoU 1) takes G3.
+    metric = DetectionErrorMetric(iou_thr=0.6)
+    metric.process({}, [IMG1])
+    m = metric.compute_metrics(metric.results)
+    assert (m['tp'], m['fp'], m['fn']) == (3, 3, 1)
+    assert m['fp_medium'] == 0 and m['fp_small'] == 3
+
+
+def test_prefix_in_evaluator_and_empty():
+    evaluator = Evaluator([METRICS.build(dict(type='DetectionErrorMetric'))])
+    evaluator.process([IMG2])
+    m = evaluator.evaluate(1)
+    assert m['det_err/fn'] == 1 and m['det_err/tp'] == 0
+    assert m['det_err/precision'] == 0.0 and m['det_err/mean_iou'] == 0.0
+
+
+def test_match_image_without_gt_or_pred():
+    out = match_image(np.zeros((0, 4)), [], [], np.zeros((0, 4)), [])
+    assert out['tp'].sum() == out['fp'].sum() == out['fn'].sum() == 0
+    out = match_image([[0, 0, 40, 40]], [0.9], [0], np.zeros((0, 4)), [])
+    assert out['fp'].tolist() == [0, 1, 0]
+
+
+def test_size_bucket_edges():
+    # 31.9^2 small, 32^2 medium, 96^2 large, as COCO's area ranges.
+    boxes = [[0, 0, 31.9, 31.9], [0, 0, 32, 32], [0, 0, 95, 96],
+             [0, 0, 96, 96]]
+    assert size_bucket(np.array(boxes)).tolist() == [0, 1, 1, 2]
+
+
+def test_missing_gt_and_bad_args():
+    sample = dict(IMG1)
+    sample.pop('gt_instances')
+    with pytest.raises(KeyError, match='LoadAnnotations'):
+        DetectionErrorMetric().process({}, [sample])
+    with pytest.raises(ValueError, match='iou_thr'):
+        DetectionErrorMetric(iou_thr=0)
+    with pytest.raises(ValueError, match='score_thr'):
+        DetectionErrorMetric(score_thr=1.5)

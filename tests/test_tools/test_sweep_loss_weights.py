@@ -1,0 +1,60 @@
+import os.path as osp
+import sys
+
+import pytest
+from mmengine.config import Config
+
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+sys.path.insert(0, osp.join(REPO, 'tools'))
+try:
+    import sweep_loss_weights as sweep
+finally:
+    sys.path.pop(0)
+
+
+def test_parse_values():
+    assert sweep.parse_values('0.01,0.05, 1,10') == [0.01, 0.05, 1.0, 10.0]
+    for bad in ('0,1', 'a,1', '', '-1'):
+        with pytest.raises(ValueError, match='--values'):
+            sweep.parse_values(bad)
+
+
+def test_sweep_config_adds_the_error_metric(tmp_path):
+    path = sweep.write_sweep_config(
+        osp.join(REPO, 'configs', 'retinanet_fl.py'),
+        str(tmp_path / 'sweep.py'), score_thr=0.2)
+    cfg = Config.fromfile(path)
+    assert [e['type'] for e in cfg.val_evaluator] == [
+        'CocoMetric', 'DetectionErrorMetric']
+    assert cfg.val_evaluator[1]['score_thr'] == 0.2
+    # Everything else is the base config's.
+    assert cfg.model.bbox_head.loss_bbox.loss_weight == 1.0
+    assert cfg.custom_imports['imports'] == ['mmdet_freebies']
+
+
+RESULTS = [
+    {'coco/bbox_mAP': 0.101, 'coco/bbox_mAP_50': 0.25,
+     'coco/bbox_mAP_s': 0.02, 'det_err/tp': 40.0, 'det_err/fp': 10.0,
+     'det_err/fn': 60.0, 'det_err/precision': 0.8, 'det_err/recall': 0.4,
+     'det_err/mean_iou': 0.7123, 'det_err/fp_small': 7.0,
+     'diverged': False},
+    {'coco/bbox_mAP': 0.2, 'diverged': True},
+    {'det_err/tp': 0.0, 'det_err/fp': 0.0, 'det_err/fn': 36.0,
+     'det_err/precision': 0.0, 'det_err/recall': 0.0,
+     'det_err/mean_iou': 0.0, 'det_err/fp_small': 0.0, 'diverged': False},
+]
+
+
+def test_table_and_plot(tmp_path):
+    table = sweep.markdown_table('model.bbox_head.loss_bbox.loss_weight',
+                                 [0.5, 10, 20], RESULTS)
+    lines = table.splitlines()
+    assert lines[2].startswith('| loss_weight | AP | AP50 | AP_S | TP |')
+    assert lines[4] == ('| 0.5 | 0.101 | 0.250 | 0.020 | 40 | 10 | 60 | '
+                        '0.800 | 0.400 | 0.712 | 7 |')
+    assert lines[5] == '| 10 |' + ' n/a |' * 10
+    assert lines[6] == ('| 20 | no det. | no det. | no det. | 0 | 0 | 36 | '
+                        '0.000 | 0.000 | 0.000 | 0 |')
+    out = str(tmp_path / 'sweep.png')
+    sweep.plot_sweep('w', [0.5, 10, 20], RESULTS, out)
+    assert osp.getsize(out) > 1000

@@ -1,0 +1,107 @@
+import json
+import math
+import os.path as osp
+import sys
+
+import numpy as np
+import pytest
+
+from mmdet.registry import DATASETS
+from mmdet.utils import register_all_modules
+from mmdet_freebies.utils.dataset_stats import (collect_annotations,
+                                                compute_stats, format_table,
+                                                plot_histograms)
+
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+
+# Worked by hand: boxes 10x10 (small), 50x10 (small, w/h 5: twisted) and
+# 40x40 (medium) in images of 100x100, 200x100; one image without boxes.
+RECORDS = [
+    dict(width=100, height=100,
+         bboxes=np.array([[0, 0, 10, 10], [0, 0, 50, 10]], float),
+         labels=np.array([0, 1])),
+    dict(width=200, height=100, bboxes=np.array([[5, 5, 45, 45]], float),
+         labels=np.array([0])),
+    dict(width=50, height=50, bboxes=np.zeros((0, 4)),
+         labels=np.zeros(0, int)),
+]
+
+
+def test_hand_worked_statistics():
+    s = compute_stats(RECORDS, ('a', 'b', 'c'))
+    assert (s['num_images'], s['num_annotations'], s['empty_images'],
+            s['ann_per_image_max']) == (3, 3, 1, 2)
+    assert s['ann_per_image'] == pytest.approx(1.0)
+    assert s['class_counts'] == [2, 1, 0]
+    assert s['imbalance_ratio'] == math.inf  # class 'c' has no box
+    assert compute_stats(RECORDS, ('a', 'b'))['imbalance_ratio'] == 2.0
+    assert s['scale_px'] == pytest.approx((10 + math.sqrt(500) + 40) / 3)
+    assert s['scale_rel'] == pytest.approx(
+        (0.1 + math.sqrt(500) / 100 + 40 / math.sqrt(20000)) / 3)
+    assert s['small_pct'] == pytest.approx(200 / 3)
+    assert s['twisted_pct'] == pytest.approx(100 / 3)
+    assert sorted(s['aspect_ratios'].tolist()) == [1.0, 1.0, 5.0]
+
+
+def test_table_and_histograms(tmp_path):
+    stats = dict(train=compute_stats(RECORDS, ('a', 'b', 'c')),
+                 val=compute_stats(RECORDS[:1], ('a', 'b', 'c')))
+    table = format_table(stats, dict(train=dict(fg_bg_ratio=0.01,
+                                                prior=1e-3)))
+    assert '| annotations per image | 1.00 | 2.00 |' in table
+    assert '| small objects (< 32x32) % | 66.67 | 100.00 |' in table
+    assert '| imbalance ratio (max/min class) | inf | inf |' in table
+    assert '| anchor fg/bg ratio (assigner) | 0.01 | - |' in table
+    assert '| c | 0 | 0 |' in table
+    paths = plot_histograms(stats, str(tmp_path))
+    assert [osp.basename(p) for p in paths] == [
+        'box_sizes.png', 'aspect_ratios.png', 'classes.png']
+    assert all(osp.getsize(p) > 1000 for p in paths)
+
+
+def test_collect_matches_the_annotation_file(toy_cfg, toy_data_root):
+    register_all_modules()
+    cfg = toy_cfg('retinanet_fl.py')
+    # --toy 'tiny' keeps 8 of the 16 images; read all of them here.
+    cfg.train_dataloader.dataset.pop('indices', None)
+    records = collect_annotations(DATASETS.build(
+        cfg.train_dataloader.dataset), progress=False)
+    with open(osp.join(toy_data_root, 'annotations', 'train.json')) as f:
+        coco = json.load(f)
+    assert len(records) == len(coco['images'])
+    assert sum(len(r['labels']) for r in records) == len(coco['annotations'])
+    x, y, w, h = coco['annotations'][0]['bbox']
+    first = next(r for r in records if len(r['labels']))
+    assert first['bboxes'][0].tolist() == pytest.approx([x, y, x + w, y + h])
+
+
+def test_cli_on_the_toy_set(toy_data_root, tmp_path, capsys):
+    sys.path.insert(0, osp.join(REPO, 'tools'))
+    try:
+        import dataset_stats as tool
+    finally:
+        sys.path.pop(0)
+    tool.main([osp.join(REPO, 'configs', 'retinanet_fl.py'), '--toy',
+               'tiny', '--toy-data', toy_data_root, '--val', '--out-dir',
+               str(tmp_path), '--prior-images', '4'])
+    out = capsys.readouterr().out
+    assert '| statistic | train | val |' in out
+    assert 'anchor fg/bg ratio (assigner)' in out
+    for name in ('stats.md', 'box_sizes.png', 'aspect_ratios.png',
+                 'classes.png'):
+        assert osp.isfile(osp.join(tmp_path, name))
+
+
+def test_class_aware_config_builds_its_sampler(toy_cfg):
+    from mmengine.runner import Runner
+
+    from mmdet.datasets.samplers import ClassAwareSampler
+    register_all_modules()
+    cfg = toy_cfg('retinanet_fl_class_aware.py')
+    assert cfg.train_dataloader.sampler == dict(type='ClassAwareSampler',
+                                                num_sample_class=1)
+    loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
+    sampler = loader.batch_sampler.sampler  # inside AspectRatioBatchSampler
+    assert isinstance(sampler, ClassAwareSampler)
+    # One epoch keeps the length of the dataset (same schedule as random).
+    assert len(list(iter(sampler))) == len(loader.dataset)

@@ -1,0 +1,76 @@
+"""Dataset balance statistics of a config's training (and validation) set,
+as in the EIC study: annotations per image, class histogram and imbalance,
+object scale, small and twisted objects, and the anchor fg/bg ratio under
+the config's assigner. Prints a Markdown table and writes PNG histograms.
+
+Examples:
+    python tools/dataset_stats.py configs/retinanet_fl.py --val
+    python tools/dataset_stats.py configs/retinanet_fl.py --toy --val \
+        --out-dir work_dirs/stats
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmdet_freebies.utils.cli import (UserInputError, add_common_args,
+                                      check_data, load_config)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--val', action='store_true',
+                        help='also report the validation set beside it')
+    parser.add_argument('--out-dir', default=None,
+                        help='where the PNGs and stats.md go (default: '
+                        '<work dir>/dataset_stats)')
+    parser.add_argument('--prior-images', type=int, default=100,
+                        help='images for the anchor fg/bg ratio '
+                        '(0 to skip it)')
+    add_common_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args)
+        check_data(cfg, ['train_dataloader'] +
+                   (['val_dataloader'] if args.val else []))
+    except UserInputError as e:
+        sys.exit(f'error: {e}')
+    from mmdet.registry import DATASETS
+    from mmdet.utils import register_all_modules
+
+    from mmdet_freebies.utils.dataset_stats import (anchor_balance,
+                                                    collect_annotations,
+                                                    compute_stats,
+                                                    format_table,
+                                                    plot_histograms)
+    register_all_modules(init_default_scope=True)
+    splits = [('train', 'train_dataloader')]
+    if args.val:
+        splits.append(('val', 'val_dataloader'))
+    stats = {}
+    for split, loader in splits:
+        print(f'{split}: reading annotations')
+        dataset = DATASETS.build(cfg[loader].dataset)
+        classes = dataset.metainfo['classes']
+        stats[split] = compute_stats(collect_annotations(dataset), classes)
+    anchors = {}
+    if args.prior_images > 0:
+        print(f'train: anchor fg/bg ratio on {args.prior_images} images')
+        anchors['train'] = anchor_balance(cfg, args.prior_images)
+    table = format_table(stats, anchors)
+    out_dir = args.out_dir or osp.join(cfg.work_dir, 'dataset_stats')
+    os.makedirs(out_dir, exist_ok=True)
+    with open(osp.join(out_dir, 'stats.md'), 'w') as f:
+        f.write(f'# Dataset statistics of {args.config}\n\n{table}\n')
+    paths = plot_histograms(stats, out_dir)
+    print(table)
+    print('wrote ' + ', '.join([osp.join(out_dir, 'stats.md')] + paths))
+
+
+if __name__ == '__main__':
+    main()
