@@ -8,6 +8,7 @@ import os
 import os.path as osp
 from typing import List, Optional
 
+import torch
 from mmengine.config import Config, DictAction
 
 from .toy import TOY_DATA_ROOT, TOY_SIZES, apply_toy
@@ -64,12 +65,33 @@ def load_config(args: argparse.Namespace) -> Config:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
+    if args.launcher == 'pytorch' and not torch.cuda.is_available():
+        setup_cpu_distributed(cfg)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def setup_cpu_distributed(cfg: Config) -> None:
+    """Make mmengine's pytorch launcher work on a machine without CUDA.
+
+    mmengine 0.10 calls ``torch.cuda.set_device(LOCAL_RANK)`` before
+    ``init_process_group`` and wraps the model in DDP with
+    ``device_ids=[LOCAL_RANK]``; both fail for CPU modules. We start the gloo
+    process group ourselves (the runner then skips its own ``init_dist``) and
+    let DDP run on the CPU (``device_ids=None``). GPU runs are untouched.
+    """
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel', broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
 
 
 def _datasets(node) -> List[dict]:
