@@ -132,13 +132,22 @@ def plot_losses(rows: Dict[str, Dict], out: str) -> None:
         split = [split_losses(rec) for rec in r['loss_history']]
         ax.plot(its, [s['cls'] for s in split], label='classification')
         ax.plot(its, [s['reg'] for s in split], label='regression')
+        ratios = [k for k in r['loss_history'][0] if k.startswith('gls_')] \
+            if r['loss_history'] else []
+        if len(ratios) == 1:
+            # GuidedLossScaling logs the scaled L_cls (equal to L_reg);
+            # dividing by its ratio recovers the CE loss it was built from.
+            ax.plot(its, [s['cls'] / rec[ratios[0]]
+                          for s, rec in zip(split, r['loss_history'])],
+                    '--', color='C0', label='classification before GLS')
         ax.set_yscale('log')
         ax.set_title(name + (' (diverged)' if r['diverged'] else ''),
                      fontsize=9)
         ax.set_xlabel('iteration')
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel('training loss (logged)')
-    axes[0][0].legend(fontsize=8)
+    for ax in axes[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
