@@ -1,0 +1,39 @@
+from mmdet_freebies.utils.ablation import (markdown_table, plot_losses,
+                                           split_losses)
+
+
+def _row(diverged=False, metrics=True, gls=False):
+    history = [dict(iter=10 * i, loss=3.0, loss_cls=1.0 / i,
+                    loss_bbox=0.5, loss_centerness=0.25,
+                    **({'gls_ratio_cls': 0.5} if gls else {}))
+               for i in range(1, 4)]
+    r = dict(diverged=diverged, seconds=90.0, loss_history=history)
+    if metrics:
+        r.update({'coco/bbox_mAP': 0.25, 'coco/bbox_mAP_50': 0.5,
+                  'coco/bbox_mAP_75': 0.2, 'coco/bbox_mAP_s': 0.1,
+                  'coco/bbox_mAP_m': 0.3, 'coco/bbox_mAP_l': 0.4})
+    return r
+
+
+def test_split_losses_sums_cls_and_reg_keys():
+    record = dict(loss=9.0, loss_rpn_cls=1.0, loss_rpn_bbox=2.0,
+                  loss_cls=3.0, loss_bbox=0.5, loss_centerness=0.25,
+                  loss_conf=4.0, acc=97.0, gls_ratio_rpn=0.1)
+    assert split_losses(record) == dict(cls=8.0, reg=2.75)
+
+
+def test_markdown_table_marks_diverged_and_empty_rows():
+    table = markdown_table({'ok': _row(), 'bad': _row(diverged=True),
+                            'none': _row(metrics=False)}).splitlines()
+    assert table[0].startswith('| Config | AP | AP50 |')
+    assert table[2] == ('| ok | 0.250 | 0.500 | 0.200 | 0.100 | 0.300 | '
+                        '0.400 | 0.3333 | 0.75 | 1.5 min |')
+    assert table[3].startswith('| bad | n/a | n/a |')
+    assert table[4].startswith('| none | no det. | no det. |')
+
+
+def test_plot_losses_writes_png(tmp_path):
+    out = tmp_path / 'losses.png'
+    plot_losses({'a': _row(), 'b': _row(gls=True)}, str(out))
+    with open(out, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
