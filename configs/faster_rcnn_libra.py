@@ -1,7 +1,8 @@
 # Libra Faster R-CNN R-50-FPN 1x (Pang et al., CVPR 2019): balanced feature
 # pyramid, IoU-balanced sampling and Balanced L1 loss, as mmdet's
 # libra_rcnn/libra-faster-rcnn_r50_fpn_1x_coco.py (38.3 box AP on COCO).
-_base_ = './faster_rcnn_biased.py'
+# Inherits the IoU-balanced sampling row and adds BFP and Balanced L1.
+_base_ = './faster_rcnn_iou_balanced.py'
 model = dict(
     # FPN followed by BFP: integrate, refine (non-local) and strengthen the
     # pyramid levels (Sec. 3.2); BFP adds weights, as in mmdet's config
@@ -31,17 +32,4 @@ model = dict(
                 loss_weight=1.0))),
     train_cfg=dict(
         # at most 5 negatives per positive in the RPN, as mmdet's config
-        rpn=dict(sampler=dict(neg_pos_ub=5), allowed_border=-1),
-        rcnn=dict(
-            sampler=dict(
-                # IoU-balanced negatives and instance-balanced positives
-                # (Sec. 3.1), vectorised; replaces mmdet's CombinedSampler
-                _delete_=True,
-                type='IoUBalancedSampler',
-                num=512,
-                pos_fraction=0.25,
-                add_gt_as_proposals=True,
-                floor_thr=-1,
-                floor_fraction=0,
-                num_bins=3,
-                instance_balanced_pos=True))))
+        rpn=dict(sampler=dict(neg_pos_ub=5), allowed_border=-1)))
