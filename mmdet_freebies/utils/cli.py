@@ -11,7 +11,7 @@ from typing import List, Optional
 import torch
 from mmengine.config import Config, DictAction
 
-from .toy import TOY_DATA_ROOT, TOY_SIZES, apply_toy
+from .toy import TOY_DATA_ROOT, TOY_SIZES, apply_toy, find_datasets
 
 # Annotation files above this size are only checked for existence: parsing
 # COCO train2017 (450 MB) twice would cost half a minute.
@@ -94,19 +94,6 @@ def setup_cpu_distributed(cfg: Config) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
-def _datasets(node) -> List[dict]:
-    found = []
-    if isinstance(node, dict):
-        if 'ann_file' in node and 'pipeline' in node:
-            found.append(node)
-        for value in node.values():
-            found += _datasets(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            found += _datasets(value)
-    return found
-
-
 def check_annotation_file(path: str) -> None:
     """Raise ``UserInputError`` naming ``path`` if it is missing, empty or
     has no images."""
@@ -131,7 +118,7 @@ def check_annotation_file(path: str) -> None:
 def check_data(cfg: Config, loaders: Optional[List[str]] = None) -> None:
     """Check every dataset's annotation file under the given dataloaders."""
     for loader in loaders or ['train_dataloader', 'val_dataloader']:
-        for ds in _datasets(cfg.get(loader) or {}):
+        for ds in find_datasets(cfg.get(loader) or {}):
             root = ds.get('data_root') or ''
             path = ds['ann_file']
             if not path:

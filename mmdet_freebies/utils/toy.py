@@ -18,10 +18,12 @@ place so that it
 Everything the technique under study changes (losses, hooks, samplers,
 assigners, test thresholds) is left as the config has it.
 """
+import json
 import os.path as osp
 import warnings
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List
 
+import torch
 from mmengine.config import Config, ConfigDict
 
 # Presets: 'tiny' for unit tests (a few iterations), 'small' for the demo
@@ -58,8 +60,20 @@ def _walk(node: Any, fn: Callable[[dict], None]) -> None:
             _walk(value, fn)
 
 
+def find_datasets(node: Any) -> List[dict]:
+    """Every dataset config nested in ``node`` (inside wrappers such as
+    ``MultiImageMixDataset`` or ``ConcatDataset`` too)."""
+    found: List[dict] = []
+
+    def collect(d: dict) -> None:
+        if 'ann_file' in d and 'pipeline' in d:
+            found.append(d)
+
+    _walk(node, collect)
+    return found
+
+
 def _toy_classes(data_root: str) -> tuple:
-    import json
     ann = osp.join(data_root, _ANN['train'])
     if not osp.isfile(ann):
         raise FileNotFoundError(
@@ -110,19 +124,14 @@ def _patch_data(cfg: Config, preset: dict, data_root: str,
                 classes: tuple) -> None:
     size = preset['img_size']
 
-    def dataset(split: str) -> Callable[[dict], None]:
-        def fn(d: dict) -> None:
-            if 'ann_file' in d and 'pipeline' in d:
-                d.update(data_root=data_root, ann_file=_ANN[split],
-                         data_prefix=dict(img=f'{split}/'),
-                         metainfo=dict(classes=classes))
-                if 'filter_cfg' in d:
-                    d['filter_cfg'] = dict(filter_empty_gt=True, min_size=1)
-                if split == 'train' and preset['num_images']:
-                    d['indices'] = preset['num_images']
-                elif split == 'val' and preset['num_images']:
-                    d['indices'] = preset['num_images']
-        return fn
+    def point_to_toy(d: dict, split: str) -> None:
+        d.update(data_root=data_root, ann_file=_ANN[split],
+                 data_prefix=dict(img=f'{split}/'),
+                 metainfo=dict(classes=classes))
+        if 'filter_cfg' in d:
+            d['filter_cfg'] = dict(filter_empty_gt=True, min_size=1)
+        if preset['num_images']:
+            d['indices'] = preset['num_images']
 
     def resize(d: dict) -> None:
         if d.get('type') == 'RandomResize' and isinstance(d.get('scale'),
@@ -139,7 +148,8 @@ def _patch_data(cfg: Config, preset: dict, data_root: str,
                           ('val', 'test_dataloader')):
         if loader not in cfg:
             continue
-        _walk(cfg[loader], dataset(split))
+        for d in find_datasets(cfg[loader]):
+            point_to_toy(d, split)
         _walk(cfg[loader], resize)
         cfg[loader]['num_workers'] = preset['num_workers']
         cfg[loader]['persistent_workers'] = preset['num_workers'] > 0
@@ -231,7 +241,6 @@ def apply_toy(cfg: Config, size: str = 'small',
     _patch_data(cfg, preset, data_root, classes)
     _patch_schedule(cfg, preset)
     cfg.load_from = None
-    import torch
     if not torch.cuda.is_available():
         cfg.setdefault('env_cfg', ConfigDict())
         cfg.env_cfg['dist_cfg'] = dict(backend='gloo')
