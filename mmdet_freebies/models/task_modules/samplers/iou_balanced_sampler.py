@@ -5,10 +5,12 @@ CVPR 2019, Sec. 3.1, Eq. (2)-(3). The sampling semantics are those of mmdet's
 ``IoUBalancedNegSampler`` (negatives) and ``InstanceBalancedPosSampler``
 (positives); the implementation is new and fixes their defects:
 
-* no numpy, Python sets or loops: every draw sorts (or takes the top-k of)
-  random keys within groups (IoU bins, gt instances, "taken / eligible /
-  rest" tiers), so the only host synchronisation is the final ``nonzero``
-  that every mmdet sampler pays;
+* no numpy, Python sets or loops over elements: the candidates are put in
+  a random order (``randperm``), the first k of each group (IoU bin, gt
+  instance) are taken by a running count, and a shortfall or surplus is
+  settled by the top-k of random keys per tier ("taken / eligible / rest").
+  The only host synchronisation is the ``nonzero`` that gathers the
+  candidates, whose number sets the output size;
 * ``floor_thr`` is never mutated (mmdet's sets it from -1 to 0 on its first
   call, which changes the bins of all later calls);
 * the positive top-up cannot return duplicates (mmdet's takes a set
@@ -16,8 +18,6 @@ CVPR 2019, Sec. 3.1, Eq. (2)-(3). The sampling semantics are those of mmdet's
   exact;
 * the top IoU bin is closed and includes the maximum IoU.
 """
-from typing import Union
-
 import torch
 from torch import Tensor
 
@@ -26,46 +26,27 @@ from mmdet.models.task_modules.samplers import BaseSampler
 from mmdet.registry import TASK_UTILS
 
 
-def _random_keys(groups: Tensor) -> Tensor:
-    """Sort keys that order elements by group, uniformly at random inside a
-    group (float64: ties between the random parts are negligible)."""
-    return groups + torch.rand(
-        groups.shape, dtype=torch.float64, device=groups.device)
+def _ranks(groups: Tensor, num_groups: int) -> Tensor:
+    """Rank (from 1) of each element within its group, counted in the order
+    given; ``groups`` in ``[0, num_groups)``. In a random order, the elements
+    of rank <= k are a uniform random draw of k from their group.
 
-
-def _group_sizes(groups: Tensor, num_groups: int) -> Tensor:
-    """Number of elements in each of ``num_groups`` groups (no host sync,
-    unlike ``bincount`` on CUDA)."""
-    return torch.zeros(
-        num_groups, dtype=torch.long, device=groups.device).scatter_add_(
-            0, groups, torch.ones_like(groups))
-
-
-def _take_per_group(groups: Tensor, sizes: Tensor,
-                    quota: Union[int, Tensor]) -> Tensor:
-    """Mask of ``quota`` elements drawn uniformly at random from each group
-    (the whole group when it is smaller).
-
-    Args:
-        groups (Tensor): Group of each element, int64 in [0, len(sizes)).
-        sizes (Tensor): Number of elements in each group.
-        quota (int | Tensor): Elements wanted per group.
+    A running count of the one-hot membership, not a sort: sorting a few
+    thousand random keys costs several times this on a CPU.
     """
-    order = _random_keys(groups).argsort()
-    start = sizes.cumsum(0) - sizes
-    rank = torch.arange(groups.numel(), device=groups.device) - \
-        start.index_select(0, groups.index_select(0, order))
-    return torch.zeros_like(groups, dtype=torch.bool).scatter_(
-        0, order, rank < quota)
+    onehot = groups == torch.arange(
+        num_groups, device=groups.device).view(-1, 1)
+    return onehot.cumsum(1).gather(0, groups.view(1, -1)).view(-1)
 
 
-def _take_first(tiers: Tensor, num: int) -> Tensor:
-    """Mask of the first ``num`` elements ordered by tier, uniformly at random
-    inside a tier: all of tier 0, then a random part of tier 1, and so on."""
-    mask = torch.zeros_like(tiers, dtype=torch.bool)
-    num = max(0, min(num, tiers.numel()))
-    mask[_random_keys(tiers).topk(num, largest=False, sorted=False)[1]] = True
-    return mask
+def _first_by_tier(tiers: Tensor, num: int) -> Tensor:
+    """Indices of the first ``num`` elements ordered by tier (0, 1, ...),
+    uniformly at random inside a tier: all of tier 0, then a random part of
+    tier 1, and so on. Keys are ``2 * tier + u``, u ~ U[0, 1), so that float
+    rounding cannot lift a key into the next tier."""
+    keys = torch.rand(
+        tiers.numel(), device=tiers.device).add_(tiers, alpha=2)
+    return keys.topk(min(num, keys.numel()), largest=False, sorted=False)[1]
 
 
 @TASK_UTILS.register_module()
@@ -143,74 +124,78 @@ class IoUBalancedSampler(BaseSampler):
 
     def _sample_pos(self, assign_result: AssignResult, num_expected: int,
                     **kwargs) -> Tensor:
-        """Sorted indices of ``min(num_pos, num_expected)`` positives."""
-        return self.pos_mask(assign_result, num_expected).nonzero()[:, 0]
+        """Unique indices of ``min(num_pos, num_expected)`` positives."""
+        gt_inds = assign_result.gt_inds
+        pos_inds = torch.nonzero(gt_inds > 0).view(-1)
+        num_pos = pos_inds.numel()
+        if num_pos <= num_expected:
+            return pos_inds
+        order = torch.randperm(num_pos, device=gt_inds.device)
+        if not self.instance_balanced_pos:
+            return pos_inds.index_select(0, order[:num_expected])
+        # in a random order, the first round(num_expected / instances) + 1
+        # of each gt are a random draw of that many
+        pos_inds = pos_inds.index_select(0, order)
+        groups = gt_inds.index_select(0, pos_inds).sub_(1)
+        num_instances = torch.zeros(
+            assign_result.num_gts, dtype=torch.bool,
+            device=gt_inds.device).index_fill_(0, groups, True).sum()
+        # float64 division and round-half-even: Python's round(E / n)
+        per_gt = torch.full((), num_expected, dtype=torch.float64,
+                            device=gt_inds.device).div_(num_instances)
+        over = _ranks(groups, assign_result.num_gts) > per_gt.round_() + 1
+        # trim to num_expected at random, or top up from the rest at random
+        return pos_inds.index_select(0, _first_by_tier(over, num_expected))
 
     def _sample_neg(self, assign_result: AssignResult, num_expected: int,
                     **kwargs) -> Tensor:
-        """Sorted indices of ``min(num_neg, num_expected)`` negatives."""
-        return self.neg_mask(assign_result, num_expected).nonzero()[:, 0]
-
-    def pos_mask(self, assign_result: AssignResult,
-                 num_expected: int) -> Tensor:
-        """Boolean mask of the sampled positives, without host sync."""
-        gt_inds = assign_result.gt_inds
-        pos = gt_inds > 0
-        if not self.instance_balanced_pos or assign_result.num_gts == 0:
-            return pos & _take_first((~pos).long(), num_expected)
-        # 1. a random round(num_expected / num_instances) + 1 per instance
-        num_gts = assign_result.num_gts
-        groups = torch.where(pos, gt_inds - 1, num_gts)
-        sizes = _group_sizes(groups, num_gts + 1)
-        num_instances = (sizes[:num_gts] > 0).sum().clamp(min=1)
-        per_gt = torch.round(num_expected / num_instances) + 1
-        taken = pos & _take_per_group(groups, sizes, per_gt)
-        # 2. trim to num_expected at random, or top up from the rest at random
-        # (tiers: 0 taken, 1 other positives, 2 the rest)
-        return pos & _take_first(2 - pos.long() - taken.long(), num_expected)
-
-    def neg_mask(self, assign_result: AssignResult,
-                 num_expected: int) -> Tensor:
-        """Boolean mask of the sampled negatives, without host sync."""
+        """Unique indices of ``min(num_neg, num_expected)`` negatives."""
         iou = assign_result.max_overlaps
-        neg = assign_result.gt_inds == 0
-        if iou.numel() == 0:
-            return neg
-        if self.floor_thr > 0:
-            floor = neg & (iou >= 0) & (iou < self.floor_thr)
-            balanced = neg & (iou >= self.floor_thr)
-        elif self.floor_thr == 0:
-            floor = neg & (iou == 0)
-            balanced = neg & (iou > 0)
-        else:
-            floor = torch.zeros_like(neg)
-            balanced = neg
-        num_balanced = int(num_expected * (1 - self.floor_fraction))
-        # 1. up to num_balanced // num_bins at random from each IoU bin,
-        # bins closed at the top so that the maximum IoU is in the last one
+        neg_inds = torch.nonzero(assign_result.gt_inds == 0).view(-1)
+        num_neg = neg_inds.numel()
+        if num_neg <= num_expected:
+            return neg_inds
+        neg_inds = neg_inds.index_select(
+            0, torch.randperm(num_neg, device=iou.device))
+        neg_iou = iou.index_select(0, neg_inds)
+        # bins split [low, max IoU] evenly, the maximum over all proposals as
+        # in mmdet, closed at the top so that the maximum is in the last bin
         low = max(self.floor_thr, 0)
-        steps = torch.arange(1, self.num_bins, device=iou.device,
-                             dtype=iou.dtype)
-        edges = low + steps * ((iou.max() - low) / self.num_bins)
-        bins = (iou[:, None] >= edges).sum(1)  # (bucketize is slow on CPU)
-        groups = torch.where(balanced, bins, self.num_bins)
-        taken = balanced & _take_per_group(
-            groups, _group_sizes(groups, self.num_bins + 1),
-            num_balanced // self.num_bins)
-        neg_ = neg.long()
+        edges = torch.arange(1, self.num_bins, device=iou.device) * (
+            (iou.max() - low) / self.num_bins) + low
+        bins = torch.bucketize(neg_iou, edges, right=True)
+        num_balanced = int(num_expected * (1 - self.floor_fraction))
+        quota = num_balanced // self.num_bins
+        if self.floor_thr < 0:  # every negative is balanced
+            # 1. up to `quota` from each bin: the first in the random order;
+            # 2. the shortfall at random from the rest
+            over = _ranks(bins, self.num_bins) > quota
+            return neg_inds.index_select(0, _first_by_tier(over, num_expected))
+        if self.floor_thr > 0:
+            floor = (neg_iou >= 0) & (neg_iou < self.floor_thr)
+            balanced = neg_iou >= self.floor_thr
+        else:
+            floor = neg_iou == 0
+            balanced = neg_iou > 0
+        # 1. up to `quota` from each bin, as above (bin num_bins: the rest)
+        over = _ranks(bins.masked_fill_(~balanced, self.num_bins),
+                      self.num_bins + 1) > quota
         if num_balanced == num_expected:
-            # 2. fill the shortfall at random from the balanced rest, then
-            # from negatives under floor_thr, then from any negative
-            # (tiers: 0 taken, 1 balanced, 2 floor, 3 other negatives)
-            tiers = 4 - neg_ - 2 * balanced.long() - floor.long() - taken.long()
-            return neg & _take_first(tiers, num_expected)
-        # 2. fill the bins' shortfall at random from the balanced rest ...
-        taken = balanced & _take_first(
-            2 - balanced.long() - taken.long(), num_balanced)
+            # 2. the shortfall at random from the balanced rest, then from
+            # negatives under floor_thr, then from any negative
+            # (tiers: 0 taken, 1 balanced rest, 2 floor, 3 other)
+            tiers = torch.where(balanced, over.long(), 3 - floor.long())
+            return neg_inds.index_select(
+                0, _first_by_tier(tiers, num_expected))
+        # 2. the bins' shortfall at random from the balanced rest ...
+        first = _first_by_tier(
+            torch.where(balanced, over.long(), 2), num_balanced)
+        taken = balanced & torch.zeros_like(balanced).index_fill_(
+            0, first, True)
         # 3. ... and the floor_fraction share from negatives under floor_thr,
         # then from any negative, at random
-        tiers = 3 - neg_ - floor.long() - 2 * taken.long()
-        return neg & _take_first(tiers, num_expected)
+        tiers = torch.where(taken, 0, 2 - floor.long())
+        return neg_inds.index_select(0, _first_by_tier(tiers, num_expected))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(num={self.num}, '
