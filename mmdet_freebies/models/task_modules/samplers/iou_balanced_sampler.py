@@ -143,7 +143,7 @@ class IoUBalancedSampler(BaseSampler):
         # float64 division and round-half-even: Python's round(E / n)
         per_gt = torch.full((), num_expected, dtype=torch.float64,
                             device=gt_inds.device).div_(num_instances)
-        over = _ranks(groups, assign_result.num_gts) > per_gt.round_() + 1
+        over = _ranks(groups, assign_result.num_gts) > per_gt.round_().add_(1)
         # trim to num_expected at random, or top up from the rest at random
         return pos_inds.index_select(0, _first_by_tier(over, num_expected))
 
@@ -161,8 +161,10 @@ class IoUBalancedSampler(BaseSampler):
         # bins split [low, max IoU] evenly, the maximum over all proposals as
         # in mmdet, closed at the top so that the maximum is in the last bin
         low = max(self.floor_thr, 0)
-        edges = torch.arange(1, self.num_bins, device=iou.device) * (
-            (iou.max() - low) / self.num_bins) + low
+        fractions = torch.arange(
+            1, self.num_bins, device=iou.device) / self.num_bins
+        edges = fractions * (iou.max() - low) + low if low else \
+            fractions * iou.max()
         bins = torch.bucketize(neg_iou, edges, right=True)
         num_balanced = int(num_expected * (1 - self.floor_fraction))
         quota = num_balanced // self.num_bins
