@@ -184,6 +184,33 @@ def test_empty_bin_is_filled_from_the_others():
         assert (all_ious[sampling.neg_inds] == 0.4).sum() == 5
 
 
+def test_every_negative_of_a_bin_is_equally_likely():
+    """150 negatives in the bottom bin, 40 in the top one, none in the
+    middle: each bin gives its quota of 30, and the middle bin's 30 are drawn
+    from the 130 left (120 + 10), so a bottom negative is sampled with
+    probability (30 + 30 * 120 / 130) / 150 and a top one with
+    (30 + 30 * 10 / 130) / 40, whatever its index or place in the order."""
+    ious = torch.cat([0.1 * torch.rand(150), 0.2 + 0.1 * torch.rand(40)])
+    ious[-1] = 0.3  # bins [0, .1), [.1, .2), [.2, .3]
+    case = Case.make([], ious)
+    sampler = _ours(num=90, pos_fraction=0.25, add_gt_as_proposals=False)
+    draws = 400
+    hits = torch.zeros(190)
+    for seed in range(draws):
+        sampling, _ = case.draw(sampler, seed)
+        hits[sampling.neg_inds] += 1
+    freq = hits / draws
+    expected = torch.cat([
+        torch.full((150, ), (30 + 30 * 120 / 130) / 150),
+        torch.full((40, ), (30 + 30 * 10 / 130) / 40)])
+    # per negative: binomial(400, p), std <= 0.025; per bin mean: the
+    # hypergeometric split, std < 0.002
+    assert (freq - expected).abs().max() < 0.125
+    torch.testing.assert_close(
+        torch.stack([freq[:150].mean(), freq[150:].mean()]),
+        torch.stack([expected[0], expected[-1]]), atol=0.008, rtol=0)
+
+
 def test_top_bin_includes_the_max_iou():
     """mmdet's bins are [lo, hi), so the proposal at the maximum IoU is only
     reached by the random top-up. Ours closes the top bin, so that proposal,
