@@ -97,6 +97,16 @@ def bench_sampler(repeats=5):
     def sample(sampler):  # the whole BaseSampler.sample()
         return lambda result, pred, gt: sampler.sample(result, pred, gt)
 
+    def skeleton(result, pred, gt):
+        """Only the ops any random-order + top-k design pays per side:
+        gather the candidates, shuffle them, draw keys, take the top-k."""
+        for mask, k in ((result.gt_inds > 0, num_pos),
+                        (result.gt_inds == 0, cfg['num'] - num_pos)):
+            inds = torch.nonzero(mask).view(-1)
+            inds.index_select(0, torch.randperm(inds.numel()))
+            torch.rand(inds.numel()).topk(
+                min(k, inds.numel()), largest=False, sorted=False)
+
     cases = _assignments()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # per-image work this small runs on one
@@ -106,7 +116,7 @@ def bench_sampler(repeats=5):
         for _ in range(repeats):  # interleaved; best of the repeats
             for key, fn in (('ours', draw(ours)), ('ref', draw(ref)),
                             ('ours_all', sample(ours)),
-                            ('ref_all', sample(ref))):
+                            ('ref_all', sample(ref)), ('skeleton', skeleton)):
                 t = _cpu_ms_per_image(fn, cases)
                 times[key] = min(times.get(key, t), t)
     finally:
@@ -121,6 +131,12 @@ def bench_sampler(repeats=5):
              value=f"{times['ref'] / times['ours']:.1f}x faster",
              detail=f"{detail}; {times['ours']:.2f} ms vs "
              f"{times['ref']:.2f} ms",
+             command=COMMAND),
+        dict(name='Libra: lower bound of a random-order + top-k sampler',
+             value=f"{times['ref'] / times['skeleton']:.1f}x faster",
+             detail=f"{detail}; nonzero, randperm, rand and topk only, per "
+             "side, without the IoU bins or per-gt quota; "
+             f"{times['skeleton']:.2f} ms vs {times['ref']:.2f} ms",
              command=COMMAND),
         dict(name='Libra: IoU-balanced sampler, whole sample()',
              value=f"{times['ref_all'] / times['ours_all']:.1f}x faster",
