@@ -190,7 +190,9 @@ def test_every_negative_of_a_bin_is_equally_likely():
     from the 130 left (120 + 10), so a bottom negative is sampled with
     probability (30 + 30 * 120 / 130) / 150 and a top one with
     (30 + 30 * 10 / 130) / 40, whatever its index or place in the order."""
-    ious = torch.cat([0.1 * torch.rand(150), 0.2 + 0.1 * torch.rand(40)])
+    g = torch.Generator().manual_seed(0)
+    ious = torch.cat([0.1 * torch.rand(150, generator=g),
+                      0.2 + 0.1 * torch.rand(40, generator=g)])
     ious[-1] = 0.3  # bins [0, .1), [.1, .2), [.2, .3]
     case = Case.make([], ious)
     sampler = _ours(num=90, pos_fraction=0.25, add_gt_as_proposals=False)
