@@ -392,6 +392,10 @@ def estimate_prior(model: nn.Module,
     if bar is not None:
         print()
 
+    if world_size > 1:  # the class lists may have grown differently
+        length = torch.tensor([len(gt_counts)])
+        all_reduce(length, op='max')
+        gt_counts = F.pad(gt_counts, (0, int(length) - len(gt_counts)))
     totals = torch.cat([
         counts, gt_counts,
         torch.tensor([len(loader.dataset)], dtype=torch.float64)

@@ -5,7 +5,6 @@ import json
 import math
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
@@ -26,7 +25,8 @@ from mmdet_freebies.models.task_modules.prior_estimator import (estimate_prior,
                                                                 prior_to_bias)
 from mmdet_freebies.utils.toy import apply_toy
 
-CONFIGS = osp.join(osp.dirname(__file__), '..', '..', '..', 'configs')
+from helpers import CONFIGS, free_port
+
 
 
 class FakeRunner:
@@ -288,12 +288,6 @@ dist.destroy_process_group()
 """
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _no_flip_cfg(toy_data_root):
     cfg = apply_toy(Config.fromfile(osp.join(CONFIGS, 'retinanet_fl.py')),
                     'tiny', toy_data_root)
@@ -316,7 +310,7 @@ def test_ddp_ranks_share_the_bias_of_all_shards(tmp_path, toy_data_root):
     proc = subprocess.run([
         sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
         '--master_addr', '127.0.0.1', '--master_port',
-        str(_free_port()),
+        str(free_port()),
         str(script),
         osp.join(CONFIGS, 'retinanet_fl.py'), toy_data_root,
         str(tmp_path)

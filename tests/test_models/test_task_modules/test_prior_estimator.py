@@ -1,8 +1,12 @@
 """estimate_prior: hand counts on known anchors, agreement with the heads'
 own target code on real feature maps, stability and per-class priors."""
 import copy
+import json
 import math
+import os
 import os.path as osp
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,6 +22,8 @@ from mmdet.registry import DATASETS, MODELS, TASK_UTILS
 from mmdet.structures import DetDataSample
 from mmdet_freebies.models.task_modules.prior_estimator import (
     PriorEstimate, estimate_prior, featmap_sizes_of, prior_to_bias)
+
+from helpers import free_port
 
 CONFIG_DIR = osp.join(osp.dirname(__file__), '..', '..', '..', 'configs')
 CONFIGS = [
@@ -298,3 +304,59 @@ def test_estimate_prior_tool(toy_data_root, tmp_path, capsys):
     assert 'ellipse' in out  # per-class rows by class name
     with pytest.raises(SystemExit, match='--num-images must be >= 0'):
         tool.main(common + ['--num-images', '-1'])
+
+
+# One rank of the test below: an RPN (class-agnostic, 1 class) over two
+# images without dataset metainfo, labels 0 and 3, one image per rank.
+_RANK_WITH_OWN_LABELS = """
+import json, sys, torch, torch.distributed as dist
+from mmengine.structures import InstanceData
+from torch import nn
+from mmdet.models.data_preprocessors import DetDataPreprocessor
+from mmdet.models.dense_heads import RPNHead
+from mmdet.structures import DetDataSample
+from mmdet_freebies.models.task_modules.prior_estimator import estimate_prior
+
+def image(label):
+    sample = DetDataSample(metainfo=dict(
+        img_shape=(64, 64), ori_shape=(64, 64), scale_factor=(1., 1.)))
+    sample.gt_instances = InstanceData(
+        bboxes=torch.tensor([[8., 8., 24., 24.]]), labels=torch.tensor([label]))
+    return dict(inputs=torch.zeros(3, 64, 64, dtype=torch.uint8),
+                data_samples=sample)
+
+dist.init_process_group('gloo')
+det = nn.Module()
+det.data_preprocessor = DetDataPreprocessor(pad_size_divisor=16)
+det.bbox_head = RPNHead(
+    in_channels=4, feat_channels=4,
+    anchor_generator=dict(type='AnchorGenerator', octave_base_scale=1,
+                          scales_per_octave=1, ratios=[1.0], strides=[16]),
+    train_cfg=dict(assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5,
+                                 neg_iou_thr=0.4, min_pos_iou=0,
+                                 ignore_iof_thr=-1),
+                   sampler=dict(type='PseudoSampler'), allowed_border=-1,
+                   pos_weight=-1, debug=False))
+est = estimate_prior(det, [image(0), image(3)], None, batch_size=1)
+json.dump(est.num_gt_per_class, open(sys.argv[1] + str(dist.get_rank()), 'w'))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_ranks_agree_on_the_classes_they_saw(tmp_path):
+    """Without dataset metainfo the per-class gt counts grow to the largest
+    label seen, which differs between ranks (1 vs 4 classes here); the
+    lengths are agreed before the counts are summed."""
+    script = tmp_path / 'rank.py'
+    script.write_text(_RANK_WITH_OWN_LABELS)
+    proc = subprocess.run([
+        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+        '--master_addr', '127.0.0.1', '--master_port', str(free_port()),
+        str(script), str(tmp_path / 'counts')
+    ], env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        with open(tmp_path / f'counts{rank}') as f:
+            assert json.load(f) == [1, 0, 0, 1]
