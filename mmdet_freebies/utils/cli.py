@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import subprocess
 from typing import List, Optional
 
 import torch
@@ -65,8 +66,9 @@ def load_config(args: argparse.Namespace) -> Config:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
-    if args.launcher == 'pytorch' and not torch.cuda.is_available():
-        setup_cpu_distributed(cfg)
+    if args.launcher in ('pytorch', 'slurm') and \
+            not torch.cuda.is_available():
+        setup_cpu_distributed(cfg, args.launcher)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
@@ -75,16 +77,18 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def setup_cpu_distributed(cfg: Config) -> None:
-    """Make mmengine's pytorch launcher work on a machine without CUDA.
+def setup_cpu_distributed(cfg: Config, launcher: str = 'pytorch') -> None:
+    """Make mmengine's pytorch and slurm launchers work without CUDA.
 
-    mmengine 0.10 calls ``torch.cuda.set_device(LOCAL_RANK)`` before
+    mmengine 0.10 calls ``torch.cuda.set_device(local_rank)`` before
     ``init_process_group`` and wraps the model in DDP with
-    ``device_ids=[LOCAL_RANK]``; both fail for CPU modules. We start the gloo
+    ``device_ids=[local_rank]``; both fail for CPU modules. We start the gloo
     process group ourselves (the runner then skips its own ``init_dist``) and
     let DDP run on the CPU (``device_ids=None``). GPU runs are untouched.
     """
     import torch.distributed as dist
+    if launcher == 'slurm':
+        _env_from_slurm()
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')
     wrapper = cfg.get('model_wrapper_cfg') or dict(
@@ -92,6 +96,26 @@ def setup_cpu_distributed(cfg: Config) -> None:
         find_unused_parameters=cfg.get('find_unused_parameters', False))
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
+
+
+def _env_from_slurm() -> None:
+    """Set torch.distributed's ``env://`` variables from slurm's, as
+    mmengine's slurm launcher does: MASTER_ADDR is the first node of
+    SLURM_NODELIST and MASTER_PORT 29500, unless they are set."""
+    missing = [key for key in ('SLURM_PROCID', 'SLURM_NTASKS',
+                               'SLURM_NODELIST') if key not in os.environ]
+    if missing:
+        raise UserInputError(
+            f'--launcher slurm needs {", ".join(missing)} in the '
+            'environment: start it with srun (tools/slurm_train.sh)')
+    os.environ['RANK'] = os.environ['SLURM_PROCID']
+    os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+    os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+    os.environ.setdefault('MASTER_PORT', '29500')
+    if 'MASTER_ADDR' not in os.environ:
+        nodes = os.environ['SLURM_NODELIST']
+        os.environ['MASTER_ADDR'] = subprocess.getoutput(
+            f'scontrol show hostname {nodes} | head -n1')
 
 
 def check_annotation_file(path: str) -> None:

@@ -1,5 +1,6 @@
 """End-to-end launches on the toy dataset: tools/train.py (and resume),
-tools/dist_train.sh with 2 gloo processes, and openmim's `mim train`."""
+tools/dist_train.sh and the slurm launcher with 2 gloo processes, and
+openmim's `mim train`."""
 import glob
 import json
 import os
@@ -10,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from helpers import CONFIGS, REPO
+from helpers import CONFIGS, REPO, free_port
 
 TRAIN = osp.join(REPO, 'tools', 'train.py')
 BIN = osp.dirname(sys.executable)
@@ -111,6 +112,50 @@ def test_dist_train_two_gloo_processes(tmp_path, toy_data_root):
     assert losses[-1]['iter'] == 2
     assert glob.glob(osp.join(work, '*.pth')) == [
         osp.join(work, 'epoch_1.pth')]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU path')
+def test_slurm_launcher_two_gloo_processes(tmp_path, toy_data_root):
+    """tools/train.py --launcher slurm as srun starts it, one process per
+    task with slurm's variables set: on a CPU both ranks train on gloo
+    (mmengine's own slurm launcher calls torch.cuda.set_device)."""
+    work = str(tmp_path / 'slurm')
+    port = str(free_port())
+    procs = []
+    for rank in (0, 1):
+        env = dict(os.environ, OMP_NUM_THREADS='1', SLURM_PROCID=str(rank),
+                   SLURM_LOCALID=str(rank), SLURM_NTASKS='2',
+                   SLURM_NODELIST='localhost', MASTER_ADDR='127.0.0.1',
+                   MASTER_PORT=port)
+        with open(tmp_path / f'rank{rank}.err', 'w') as err:
+            procs.append(subprocess.Popen(
+                [sys.executable, TRAIN, f'{CONFIGS}/retinanet_fl.py',
+                 '--toy', 'tiny', '--toy-data', toy_data_root,
+                 '--work-dir', work, '--launcher', 'slurm'],
+                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err))
+    for rank, proc in enumerate(procs):
+        assert proc.wait(timeout=600) == 0, open(
+            tmp_path / f'rank{rank}.err').read()[-3000:]
+    log = open(glob.glob(osp.join(work, '*', '*.log'))[0]).read()
+    assert 'Distributed launcher: slurm' in log
+    assert 'Distributed training: True' in log
+    losses = [r for r in _scalars(work) if 'loss' in r]
+    assert losses[-1]['iter'] == 2  # 8 images, 2 ranks, batch 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU path')
+def test_slurm_launcher_outside_srun_names_the_missing_variables(
+        toy_data_root):
+    env = {k: v for k, v in os.environ.items() if not k.startswith('SLURM')}
+    proc = subprocess.run(
+        [sys.executable, TRAIN, f'{CONFIGS}/retinanet_fl.py', '--toy',
+         'tiny', '--toy-data', toy_data_root, '--launcher', 'slurm'],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert ('--launcher slurm needs SLURM_PROCID, SLURM_NTASKS, '
+            'SLURM_NODELIST') in proc.stderr
+    assert 'Traceback' not in proc.stderr
 
 
 @pytest.mark.slow
