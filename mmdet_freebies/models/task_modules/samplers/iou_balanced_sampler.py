@@ -136,14 +136,13 @@ class IoUBalancedSampler(BaseSampler):
         # in a random order, the first round(num_expected / instances) + 1
         # of each gt are a random draw of that many
         pos_inds = pos_inds.index_select(0, order)
-        groups = gt_inds.index_select(0, pos_inds).sub_(1)
-        num_instances = torch.zeros(
-            assign_result.num_gts, dtype=torch.bool,
-            device=gt_inds.device).index_fill_(0, groups, True).sum()
+        ranks = _ranks(
+            gt_inds.index_select(0, pos_inds).sub_(1), assign_result.num_gts)
+        num_instances = (ranks == 1).sum()
         # float64 division and round-half-even: Python's round(E / n)
         per_gt = torch.full((), num_expected, dtype=torch.float64,
                             device=gt_inds.device).div_(num_instances)
-        over = _ranks(groups, assign_result.num_gts) > per_gt.round_().add_(1)
+        over = ranks > per_gt.round_().add_(1)
         # trim to num_expected at random, or top up from the rest at random
         return pos_inds.index_select(0, _first_by_tier(over, num_expected))
 
