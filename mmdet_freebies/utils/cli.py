@@ -114,8 +114,15 @@ def _env_from_slurm() -> None:
     os.environ.setdefault('MASTER_PORT', '29500')
     if 'MASTER_ADDR' not in os.environ:
         nodes = os.environ['SLURM_NODELIST']
-        os.environ['MASTER_ADDR'] = subprocess.getoutput(
-            f'scontrol show hostname {nodes} | head -n1')
+        try:
+            hosts = subprocess.run(['scontrol', 'show', 'hostname', nodes],
+                                   capture_output=True, text=True,
+                                   check=True).stdout.split()
+        except (OSError, subprocess.CalledProcessError) as e:
+            raise UserInputError(
+                f'cannot expand SLURM_NODELIST={nodes!r} with scontrol '
+                f'({e}); set MASTER_ADDR to the first node')
+        os.environ['MASTER_ADDR'] = hosts[0]
 
 
 def check_annotation_file(path: str) -> None:
