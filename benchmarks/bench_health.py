@@ -38,6 +38,8 @@ def _setup(data_root: str):
     cfg.train_dataloader.batch_size = 2  # 128 px as 'small', cheaper steps
     cfg.train_dataloader.num_workers = 0
     cfg.train_dataloader.persistent_workers = False
+    # the current logger from here on: init_weights reports every parameter
+    logger = MMLogger.get_instance('bench_health', log_level='ERROR')
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()
@@ -47,8 +49,7 @@ def _setup(data_root: str):
     batch = next(iter(loader))
     runner = SimpleNamespace(
         model=model, iter=0, work_dir=data_root, param_schedulers=[],
-        message_hub=MessageHub.get_instance('bench_health'),
-        logger=MMLogger.get_instance('bench_health', log_level='ERROR'))
+        message_hub=MessageHub.get_instance('bench_health'), logger=logger)
     return model, optim_wrapper, batch, runner, len(batch['inputs'])
 
 
