@@ -4,7 +4,10 @@
   ``CombinedSampler(InstanceBalancedPosSampler, IoUBalancedNegSampler)``,
   ``sample()`` on the same RoI-head assignments (2000 proposals, 1 to 50
   gts, 512 samples, gts added as proposals), time per image: the sampling
-  itself (``_sample_pos`` + ``_sample_neg``) and the whole ``sample()``.
+  itself (``_sample_pos`` + ``_sample_neg``), the whole ``sample()``, and
+  as a lower bound the ops any random-order + top-k sampler pays
+  (``nonzero``, ``randperm``, ``rand``, ``topk``) without the IoU bins or
+  the per-gt quota.
 * Loss: forward + backward of ``FusedBalancedL1Loss`` against mmdet's
   ``BalancedL1Loss`` on 1M elements ((250000, 4), element-wise weights,
   ``avg_factor``, as the RoI head calls it); median time, and peak memory.
