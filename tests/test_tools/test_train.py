@@ -147,11 +147,14 @@ def test_slurm_launcher_two_gloo_processes(tmp_path, toy_data_root):
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU path')
 def test_slurm_launcher_outside_srun_says_what_is_missing(
         toy_data_root):
+    def train(env):
+        return subprocess.run(
+            [sys.executable, TRAIN, f'{CONFIGS}/retinanet_fl.py', '--toy',
+             'tiny', '--toy-data', toy_data_root, '--launcher', 'slurm'],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
     env = {k: v for k, v in os.environ.items() if not k.startswith('SLURM')}
-    proc = subprocess.run(
-        [sys.executable, TRAIN, f'{CONFIGS}/retinanet_fl.py', '--toy',
-         'tiny', '--toy-data', toy_data_root, '--launcher', 'slurm'],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = train(env)
     assert proc.returncode != 0
     assert ('--launcher slurm needs SLURM_PROCID, SLURM_NTASKS, '
             'SLURM_NODELIST') in proc.stderr
@@ -160,10 +163,7 @@ def test_slurm_launcher_outside_srun_says_what_is_missing(
     env.update(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_NODELIST='node[1-2]',
                PATH=BIN)
     env.pop('MASTER_ADDR', None)
-    proc = subprocess.run(
-        [sys.executable, TRAIN, f'{CONFIGS}/retinanet_fl.py', '--toy',
-         'tiny', '--toy-data', toy_data_root, '--launcher', 'slurm'],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = train(env)
     assert proc.returncode != 0
     assert "cannot expand SLURM_NODELIST='node[1-2]'" in proc.stderr
     assert 'set MASTER_ADDR' in proc.stderr
