@@ -91,8 +91,10 @@ class GuidedLossScaler:
             Defaults to False.
         freeze_after (int): The 2021 variant: use per-iteration ratios for
             this many iterations, then freeze each group's ratio at the mean
-            of its valid warm-up ratios (synchronised when ``sync``). 0 keeps
-            the per-iteration ratio of the paper. Defaults to 0.
+            of its valid warm-up ratios over all ranks (one all-reduce, with
+            or without ``sync``), so every rank and a resumed run use the
+            same ratio. 0 keeps the per-iteration ratio of the paper.
+            Defaults to 0.
     """
 
     def __init__(self,
@@ -215,13 +217,18 @@ class GuidedLossScaler:
             self._warmup_count[name] = self._warmup_count.get(
                 name, zero).to(ratio) + ok.float()
         if self.num_iters >= self.freeze_after:
-            for g in self.groups:
-                name = g['name']
-                count = self._warmup_count[name]
-                mean = self._warmup_sum[name] / count.clamp(min=1)
+            names = [g['name'] for g in self.groups]
+            stats = torch.stack([
+                torch.stack([self._warmup_sum[n] for n in names]),
+                torch.stack([self._warmup_count[n] for n in names])
+            ])
+            if get_world_size() > 1:
+                # one frozen ratio on every rank, with or without `sync`
+                all_reduce(stats, op='sum')
+            for name, total, count in zip(names, *stats):
                 # No valid warm-up ratio at all: keep the last one.
-                self.frozen[name] = torch.where(count > 0, mean,
-                                                self.last[name])
+                self.frozen[name] = torch.where(
+                    count > 0, total / count.clamp(min=1), self.last[name])
             print_log(
                 'GuidedLossScaling: ratios frozen after '
                 f'{self.num_iters} iterations: ' + ', '.join(
@@ -445,6 +452,14 @@ class GuidedLossScaling(Hook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get('guided_loss_scaling')
         if state is None:
+            return
+        if not runner._resume:
+            # mmengine calls this for `load_from` too: a fine-tune estimates
+            # its own ratios instead of inheriting the old run's
+            print_log(
+                'GuidedLossScaling: load_from without resume, the '
+                "checkpoint's ratios are not restored",
+                logger='current')
             return
         if self.scaler is not None:
             self.scaler.load_state_dict(state)

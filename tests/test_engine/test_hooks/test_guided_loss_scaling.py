@@ -1,6 +1,12 @@
 """GuidedLossScaling: the ratio arithmetic, its edge cases, the groups per
 detector, and the promise that the model stays the plain detector."""
+import json
 import math
+import os
+import subprocess
+import sys
+import types
+
 import pytest
 import torch
 from mmengine.model import BaseModel
@@ -8,6 +14,8 @@ from mmengine.model import BaseModel
 from mmdet_freebies.engine.hooks import guided_loss_scaling as gls_mod
 from mmdet_freebies.engine.hooks.guided_loss_scaling import (
     GuidedLossScaler, GuidedLossScaling, preset_group)
+
+from helpers import free_port
 
 
 def t(x, grad=False):
@@ -132,6 +140,64 @@ def test_sync_averages_valid_ratios_over_ranks(monkeypatch):
     other.update(ratio=torch.tensor([0.]), valid=torch.tensor([0.]))
     out = s(dict(loss_cls=t(4.0), loss_bbox=t(0.0)))
     assert out['gls_ratio_cls'].item() == pytest.approx(0.35)
+
+
+_RANK_FREEZES = """
+import json, sys
+import torch, torch.distributed as dist
+from mmdet_freebies.engine.hooks.guided_loss_scaling import (
+    GuidedLossScaler, preset_group)
+
+dist.init_process_group('gloo')
+rank = dist.get_rank()
+s = GuidedLossScaler([preset_group('dense')], freeze_after=2)  # sync=False
+for reg in ((0.2, 0.4), (0.6, 0.8))[rank]:  # warm-up means 0.3 and 0.7
+    s(dict(loss_cls=torch.tensor(1.0), loss_bbox=torch.tensor(reg)))
+json.dump(float(s.frozen['cls']), open(sys.argv[1] + str(rank), 'w'))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_frozen_ratio_is_the_mean_over_ranks_without_sync(tmp_path):
+    """2 gloo processes with different warm-up ratios and ``sync=False``:
+    both freeze the mean over all ranks' warm-up ratios, (0.2 + 0.4 + 0.6 +
+    0.8) / 4 = 0.5, so the ranks agree and a resume (rank 0's checkpoint)
+    changes nothing. Per-rank means would give 0.3 and 0.7."""
+    script = tmp_path / 'rank.py'
+    script.write_text(_RANK_FREEZES)
+    proc = subprocess.run([
+        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+        '--master_addr', '127.0.0.1', '--master_port', str(free_port()),
+        str(script), str(tmp_path / 'frozen')
+    ], env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        with open(tmp_path / f'frozen{rank}') as f:
+            assert json.load(f) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize('resume,expected', [(True, 0.3), (False, 5.0)])
+def test_state_is_restored_on_resume_but_not_for_a_fine_tune(
+        resume, expected):
+    """mmengine calls ``after_load_checkpoint`` for ``load_from`` too; only
+    ``--resume`` takes the old run's frozen ratio, a fine-tune estimates its
+    own (here 5.0 from its first iteration)."""
+    old = GuidedLossScaler([preset_group('dense')], freeze_after=2)
+    for reg in (0.2, 0.4):
+        old(dict(loss_cls=t(1.0), loss_bbox=t(reg)))
+    ckpt = dict(guided_loss_scaling=old.state_dict())
+    hook = GuidedLossScaling(freeze_after=100)
+    hook.after_load_checkpoint(types.SimpleNamespace(_resume=resume), ckpt)
+    model = torch.nn.Module()
+    model.bbox_head = torch.nn.Identity()
+    model.forward = lambda mode='tensor': dict(loss_cls=t(1.0),
+                                               loss_bbox=t(5.0))
+    hook.attach(model)
+    assert model(mode='loss')['gls_ratio_cls'].item() == pytest.approx(
+        expected)
+    hook.detach()
 
 
 def test_state_dict_roundtrip_for_resume():
@@ -271,7 +337,7 @@ def test_hook_state_travels_in_the_checkpoint_not_the_state_dict():
     assert ckpt['guided_loss_scaling']['frozen'] == {'cls': 0.25}
     # A resumed run restores the frozen ratio before its first iteration.
     resumed = GuidedLossScaling(freeze_after=1)
-    resumed.after_load_checkpoint(None, ckpt)
+    resumed.after_load_checkpoint(types.SimpleNamespace(_resume=True), ckpt)
     hook.detach()
     resumed.attach(model)
     model.forward = lambda mode='tensor': dict(loss_cls=t(1.0),
