@@ -65,6 +65,13 @@ def blend_images(img1: np.ndarray, img2: np.ndarray,
     return canvas.astype(img1.dtype)
 
 
+def _same_image(results: dict, other: dict) -> bool:
+    """Whether both come from one dataset sample (mmengine's ``sample_idx``,
+    set by ``BaseDataset``; unknown without it)."""
+    idx = results.get('sample_idx')
+    return idx is not None and idx == other.get('sample_idx')
+
+
 def _concat_boxes(boxes1, boxes2):
     if isinstance(boxes1, BaseBoxes) and type(boxes1) is type(boxes2):
         return type(boxes1).cat([boxes1, boxes2], dim=0)
@@ -135,6 +142,8 @@ class _CoherentMixupBase(BaseTransform):
                     raise ValueError(f'{owner} does not support {key!r} '
                                      '(boxes only); remove it from '
                                      'LoadAnnotations')
+        if other is not None and _same_image(results, other):
+            other = None  # GluonCV never mixes an image with itself
         lam = None if other is None else self._sample_ratio()
         if lam is None or lam >= 1:
             # Paper/GluonCV: image 1 unchanged, each object weight 1.
@@ -208,7 +217,10 @@ class VisuallyCoherentMixup(_CoherentMixupBase):
     mix happens before any other augmentation, as in GluonCV. The inner
     dataset's pipeline should only load images and annotations. Use
     :class:`VisuallyCoherentMixupCached` where the dataset type cannot
-    change.
+    change. ``get_indexes`` is not told the current index, so an image can
+    be drawn as its own partner (probability 1 / len(dataset)); it is then
+    not mixed (same ``sample_idx``: weight 1 per object), as GluonCV never
+    mixes an image with itself.
 
     Required Keys:
 
@@ -269,8 +281,9 @@ class VisuallyCoherentMixupCached(_CoherentMixupBase):
     Like YOLOX's cached mixup (mmdet ``CachedMixUp``), the second image is
     drawn from a cache of the most recent results this transform has seen
     (in the same dataloader worker), so it can sit in any dataset pipeline;
-    put it right after the loading transforms. The current sample is never
-    its own partner; until a second sample is cached, samples pass through
+    put it right after the loading transforms. The current image is never
+    its own partner, not even a copy cached in an earlier epoch (same
+    ``sample_idx``); until another image is cached, samples pass through
     with weight 1. The cache is first-in first-out.
 
     Required Keys:
@@ -326,11 +339,13 @@ class VisuallyCoherentMixupCached(_CoherentMixupBase):
 
     def transform(self, results: dict) -> dict:
         """Cache ``results`` and mix it with an earlier cached sample."""
-        partners = len(self.results_cache)
+        partners = [
+            r for r in self.results_cache if not _same_image(results, r)
+        ]
         other = None
         if partners:
             other = copy.deepcopy(
-                self.results_cache[np.random.randint(0, partners)])
+                partners[np.random.randint(0, len(partners))])
         self.results_cache.append(copy.deepcopy(results))
         if len(self.results_cache) > self.max_cached_images:
             self.results_cache.pop(0)

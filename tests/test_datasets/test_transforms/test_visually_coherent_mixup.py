@@ -246,11 +246,27 @@ def test_cached_variant_mixes_with_earlier_samples_only():
     assert all('gt_weights' not in r for r in t.results_cache)
 
 
+def test_cached_variant_never_mixes_an_image_with_an_older_copy():
+    """A copy of the current image cached in an earlier epoch (same
+    ``sample_idx``) is never its partner, however often it is cached."""
+    np.random.seed(0)
+    t = VisuallyCoherentMixupCached(ratio=0.5, max_cached_images=30)
+    for idx, value in ((0, 100), (0, 100), (1, 200), (0, 100)):
+        t.transform(dict(sample(2, 2, value), sample_idx=idx))
+    for _ in range(20):
+        out = t.transform(dict(sample(2, 2, 100), sample_idx=0))
+        assert (out['img'] == 150).all()  # always image 1 (200)
+
+
 class _SyntheticDataset(BaseDataset):
     """Image i is i * 10 everywhere, with one box labelled i."""
 
+    def __init__(self, num=4, **kwargs):
+        self.num = num
+        super().__init__(**kwargs)
+
     def load_data_list(self):
-        return [dict(idx=i) for i in range(4)]
+        return [dict(idx=i) for i in range(self.num)]
 
 
 def _load(results):
@@ -271,6 +287,20 @@ def test_inside_multi_image_mix_dataset():
     assert out['img'].shape == (2 + max(1, partner), 2, 3)
     assert out['img'][0, 0, 0] == round(0.5 * 10 + 0.5 * partner * 10)
     assert 'mix_results' not in out
+
+
+def test_an_image_drawn_as_its_own_partner_is_not_mixed():
+    """In a one-image dataset the partner is always the image itself: it is
+    returned unmixed, each object once with weight 1 (mixing it with itself
+    would duplicate every box at weights l and 1 - l)."""
+    np.random.seed(0)
+    dataset = MultiImageMixDataset(
+        dataset=_SyntheticDataset(num=1, pipeline=[_load]),
+        pipeline=[dict(type='VisuallyCoherentMixup', ratio=0.5)])
+    out = dataset[0]
+    np.testing.assert_array_equal(out['gt_bboxes_labels'], [0])
+    np.testing.assert_array_equal(out['gt_weights'], [1.0])
+    assert out['img'].shape == (2, 2, 3)
 
 
 def test_without_weights_keeps_earlier_weights_aligned():
