@@ -7,7 +7,11 @@ model = dict(
     roi_head=dict(
         # Same layers; box loss = mean over positive coordinates (official
         # box_head/loss.py) instead of a sum divided by all RoIs.
-        bbox_head=dict(type='SamplingFreeShared2FCBBoxHead')),
+        bbox_head=dict(
+            type='SamplingFreeShared2FCBBoxHead',
+            # the official smooth L1 (beta 1), not mmdet's L1: GLS sets L_cls
+            # from L_reg's value, which L1 makes 2-10x larger for |x| < 1
+            loss_bbox=dict(type='SmoothL1Loss', beta=1.0, loss_weight=1.0))),
     train_cfg=dict(
         rcnn=dict(
             # Keep every proposal the 0.5/0.5 matcher labels (no ignore band,

@@ -6,7 +6,10 @@ _base_ = './faster_rcnn_rpn_sf.py'
 # The RoI-head half of faster_rcnn_roi_sf.py (duplicate keys across several
 # _base_ files are not allowed, so it is restated here).
 model = dict(
-    roi_head=dict(bbox_head=dict(type='SamplingFreeShared2FCBBoxHead')),
+    roi_head=dict(
+        bbox_head=dict(
+            type='SamplingFreeShared2FCBBoxHead',
+            loss_bbox=dict(type='SmoothL1Loss', beta=1.0, loss_weight=1.0))),
     train_cfg=dict(
         rcnn=dict(sampler=dict(_delete_=True, type='KeepAllSampler'))),
     test_cfg=dict(rcnn=dict(score_thr=1e-3)))

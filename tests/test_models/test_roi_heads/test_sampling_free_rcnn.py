@@ -108,6 +108,19 @@ def test_roi_head_loss_is_ce_mean_and_box_mean_over_positives():
         losses['loss_cls'].item())
 
 
+@pytest.mark.parametrize('config', ['faster_rcnn_roi_sf.py',
+                                    'faster_rcnn_sf.py'])
+def test_roi_box_loss_is_the_official_smooth_l1(config):
+    """GLS sets the RoI classification loss from the box loss's value, so
+    the box loss is the official smooth L1 (beta 1): for residuals below 1
+    it is |x| / 2 times mmdet's L1, here 0.25 at |x| = 0.5."""
+    cfg = Config.fromfile(osp.join(CONFIGS, config))
+    loss = MODELS.build(cfg.model.roi_head.bbox_head.loss_bbox)
+    pred, target = torch.full((1, 4), 0.5), torch.zeros(1, 4)
+    assert loss(pred, target).item() == pytest.approx(0.5**2 / 2)
+    assert MODELS.build(dict(type='L1Loss'))(pred, target).item() == 0.5
+
+
 def test_roi_head_without_positives_gives_zero_box_loss():
     losses = _bbox_head('SamplingFreeShared2FCBBoxHead').loss(
         **_roi_batch([3, 3]))
