@@ -9,6 +9,7 @@ for the backward pass, where autograd keeps four float intermediates and a
 mask of the input's size through mmdet's ``abs``/``log``/``where`` graph.
 """
 import math
+import warnings
 from numbers import Number
 from typing import Optional, Union
 
@@ -97,6 +98,19 @@ class _BalancedL1(torch.autograd.Function):
             None
 
 
+def _check_params(owner: str, alpha, gamma, beta) -> None:
+    for key, value in (('alpha', alpha), ('gamma', gamma), ('beta', beta)):
+        if not isinstance(value, Number) or not value > 0:
+            raise ValueError(f'{owner}: {key}={value!r} must be a number > 0')
+
+
+def _broadcasts(shape: torch.Size, to: torch.Size) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, to) == to
+    except RuntimeError:
+        return False
+
+
 def fused_balanced_l1_loss(pred: Tensor,
                            target: Tensor,
                            weight: Optional[Tensor] = None,
@@ -117,8 +131,11 @@ def fused_balanced_l1_loss(pred: Tensor,
         pred (Tensor): Predictions, shape (N, ...), e.g. (N, 4) box deltas.
         target (Tensor): Targets, same shape as ``pred``.
         weight (Tensor, optional): Element-wise weights broadcastable to
-            ``pred``, or one weight per row of shape (N, ) (per-object
-            weights, e.g. from mixup). Defaults to None.
+            ``pred`` (as in mmdet), or one weight per row of shape (N, )
+            (per-object weights, e.g. from mixup) where that shape does not
+            broadcast. When N equals the last dimension (4 boxes, weight
+            (4, )) mmdet's reading wins, per coordinate, with a warning;
+            pass (N, 1) for per-object weights. Defaults to None.
         alpha (float): Eq. (7)'s alpha. Defaults to 0.5.
         gamma (float): Eq. (7)'s gamma, the gradient beyond ``beta``.
             Defaults to 1.5.
@@ -131,6 +148,7 @@ def fused_balanced_l1_loss(pred: Tensor,
     Returns:
         Tensor: The loss, element-wise for 'none', else a scalar.
     """
+    _check_params('fused_balanced_l1_loss', alpha, gamma, beta)
     if pred.shape != target.shape:
         raise ValueError(f'pred and target must have the same shape, got '
                          f'pred.shape={tuple(pred.shape)} and '
@@ -141,16 +159,20 @@ def fused_balanced_l1_loss(pred: Tensor,
     if avg_factor is not None and reduction == 'sum':
         raise ValueError('avg_factor can not be used with reduction="sum"')
     if weight is not None:
-        if weight.dim() == pred.dim() - 1 and weight.shape == pred.shape[:-1]:
+        per_row = weight.dim() >= 1 and weight.shape == pred.shape[:-1]
+        if not _broadcasts(weight.shape, pred.shape):
+            if not per_row:
+                raise ValueError(
+                    f'weight.shape={tuple(weight.shape)} broadcasts neither '
+                    f'to pred.shape={tuple(pred.shape)} nor is one weight '
+                    'per row')
             weight = weight.unsqueeze(-1)  # one weight per object (row)
-        try:
-            broadcast = torch.broadcast_shapes(weight.shape, pred.shape)
-        except RuntimeError:
-            broadcast = None
-        if broadcast != pred.shape:
-            raise ValueError(
-                f'weight.shape={tuple(weight.shape)} broadcasts neither to '
-                f'pred.shape={tuple(pred.shape)} nor is one weight per row')
+        elif per_row and weight.shape[-1] > 1:
+            warnings.warn(
+                f'fused_balanced_l1_loss: weight.shape='
+                f'{tuple(weight.shape)} is read per coordinate of pred.shape='
+                f'{tuple(pred.shape)}, as mmdet does; pass shape '
+                f'{tuple(weight.shape) + (1, )} for one weight per object')
     if pred.numel() == 0:
         # mmdet returns ``pred.sum() * 0`` here; keep the graph, and keep the
         # element-wise shape for 'none'.
@@ -192,11 +214,7 @@ class FusedBalancedL1Loss(nn.Module):
                  reduction: str = 'mean',
                  loss_weight: float = 1.0) -> None:
         super().__init__()
-        for key, value in (('alpha', alpha), ('gamma', gamma),
-                           ('beta', beta)):
-            if not isinstance(value, Number) or not value > 0:
-                raise ValueError(f'FusedBalancedL1Loss: {key}={value!r} '
-                                 'must be a number > 0')
+        _check_params('FusedBalancedL1Loss', alpha, gamma, beta)
         if reduction not in _REDUCTIONS:
             raise ValueError(f'FusedBalancedL1Loss: reduction={reduction!r} '
                              f'must be one of {_REDUCTIONS}')
@@ -220,8 +238,9 @@ class FusedBalancedL1Loss(nn.Module):
         Args:
             pred (Tensor): Predictions, shape (N, 4).
             target (Tensor): Targets, shape (N, 4).
-            weight (Tensor, optional): Weights of shape (N, 4), or (N, ) for
-                one weight per object. Defaults to None.
+            weight (Tensor, optional): Weights of shape (N, 4), or (N, 1)
+                or (N, ) for one weight per object (see
+                :func:`fused_balanced_l1_loss`). Defaults to None.
             avg_factor (float | Tensor, optional): Normaliser of 'mean'.
                 Defaults to None.
             reduction_override (str, optional): Replaces ``reduction`` for

@@ -179,6 +179,35 @@ def test_bad_inputs():
         loss(pred, target, reduction_override='avg')
 
 
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(beta=-1.0), 'beta=-1.0'),
+    (dict(alpha=0), 'alpha=0'),
+])
+def test_bad_parameters_of_the_function(kwargs, match):
+    pred, target, _ = _inputs(3)
+    with pytest.raises(ValueError, match=match):
+        fused_balanced_l1_loss(pred, target, **kwargs)
+
+
+def test_weight_of_length_n_with_n_equal_to_box_dim_is_mmdets():
+    """4 boxes and a (4, ) weight: mmdet broadcasts it per coordinate; ours
+    does the same and warns that (4, 1) means one weight per object, which
+    it then applies per row."""
+    pred, target, _ = _inputs(4)
+    weight = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    with pytest.warns(UserWarning, match=r'pass shape \(4, 1\)'):
+        out, grad = _run(FusedBalancedL1Loss(), pred, target, weight=weight)
+    ref_out, ref_grad = _run(BalancedL1Loss(), pred, target, weight=weight)
+    torch.testing.assert_close(out, ref_out, **TOL)
+    torch.testing.assert_close(grad, ref_grad, **TOL)
+    per_object, _ = _run(FusedBalancedL1Loss(), pred, target,
+                         weight=weight[:, None])
+    rows, _ = _run(BalancedL1Loss(), pred, target,
+                   weight=weight[:, None].expand(-1, 4))
+    torch.testing.assert_close(per_object, rows, **TOL)
+    assert not torch.allclose(per_object, out)
+
+
 def test_no_grad_inputs():
     """Under no_grad the value is unchanged and carries no graph."""
     pred, target, weight = _inputs(8)
@@ -192,7 +221,8 @@ def test_no_grad_inputs():
 def test_retinanet_libra_trains_and_loads_into_mmdet(toy_cfg, tmp_path,
                                                     toy_data_root):
     """One loss step of the toy Libra RetinaNet with our loss, then its
-    weights load strictly into mmdet's Libra RetinaNet config."""
+    weights load strictly into mmdet's Libra RetinaNet config and predict
+    the same boxes, scores and labels (no inference cost)."""
     cfg = toy_cfg('retinanet_libra.py')
     assert cfg.model.bbox_head.loss_bbox.type == 'FusedBalancedL1Loss'
     torch.manual_seed(0)
@@ -211,3 +241,14 @@ def test_retinanet_libra_trains_and_loads_into_mmdet(toy_cfg, tmp_path,
     ref = MODELS.build(apply_toy(Config.fromfile(str(base)), 'tiny',
                                  toy_data_root).model)
     ref.load_state_dict(model.state_dict(), strict=True)
+    model.eval(), ref.eval()
+    for m in (model, ref):  # an untrained head scores below the 0.05 default
+        m.bbox_head.test_cfg['score_thr'] = 0.0
+    data = model.data_preprocessor(packed, False)
+    with torch.no_grad():
+        ours = model.predict(data['inputs'], data['data_samples'])
+        theirs = ref.predict(data['inputs'], data['data_samples'])
+    assert sum(len(a.pred_instances) for a in ours) > 0
+    for a, b in zip(ours, theirs):
+        for key in ('bboxes', 'scores', 'labels'):
+            assert torch.equal(a.pred_instances[key], b.pred_instances[key])
