@@ -8,6 +8,7 @@ its positives' gts (``pos_gt_weights``); the bbox head applies them to its
 targets' weights. Both need each other, so the RoI head checks its bbox
 head at build time.
 """
+import warnings
 from typing import List, Optional, Tuple
 
 import torch
@@ -31,7 +32,9 @@ class GTWeightedBBoxHeadMixin:
     subclass (mmdet puts each image's positives first in its targets). The
     box loss normaliser is unchanged; the classification one counts RoIs
     with a non-zero weight, so it changes only for an object of weight 0.
-    Without ``pos_gt_weights`` the targets are mmdet's, bit for bit.
+    Without ``pos_gt_weights`` the targets are mmdet's, bit for bit. A
+    sampling result without the attribute at all did not pass through a
+    weighted RoI head, which would drop any weights: that warns.
     """
 
     def get_targets(self,
@@ -39,6 +42,12 @@ class GTWeightedBBoxHeadMixin:
                     rcnn_train_cfg: ConfigType,
                     concat: bool = True) -> tuple:
         """Targets as ``BBoxHead.get_targets``, positives weighted."""
+        if not all(hasattr(res, 'pos_gt_weights') for res in sampling_results):
+            warnings.warn(
+                f'{type(self).__name__} got sampling results from a RoI head '
+                'that does not pass per-object weights (use '
+                'WeightedStandardRoIHead): gt_instances.weights, if any, '
+                'are not applied')
         if all(
                 getattr(res, 'pos_gt_weights', None) is None
                 for res in sampling_results):
@@ -104,12 +113,13 @@ class GTWeightedRoIHeadMixin:
 
     def bbox_loss(self, x: Tuple[Tensor],
                   sampling_results: List[SamplingResult]) -> dict:
-        """Attach ``pos_gt_weights`` to the sampling results, then as
-        mmdet."""
-        for res, weights in zip(sampling_results, self._batch_gt_weights
-                                or []):
-            if weights is not None:
-                res.pos_gt_weights = weights[res.pos_assigned_gt_inds]
+        """Attach ``pos_gt_weights`` (None for an image without weights) to
+        the sampling results, then as mmdet."""
+        batch_weights = self._batch_gt_weights or [None] * len(
+            sampling_results)
+        for res, weights in zip(sampling_results, batch_weights):
+            res.pos_gt_weights = None if weights is None else weights[
+                res.pos_assigned_gt_inds]
         return super().bbox_loss(x, sampling_results)
 
 

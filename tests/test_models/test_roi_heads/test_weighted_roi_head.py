@@ -13,6 +13,8 @@ from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import bbox2roi
 from mmdet_freebies.models.roi_heads import (WeightedShared2FCBBoxHead,
                                              WeightedStandardRoIHead)
+from mmdet_freebies.models.roi_heads.weighted_roi_head import \
+    GTWeightedBBoxHeadMixin
 
 NUM_CLASSES = 4
 IMG = 64
@@ -106,6 +108,16 @@ def test_unweighted_bbox_head_is_refused_at_build_time():
         MODELS.build(_roi_head_cfg('WeightedStandardRoIHead'))
 
 
+def test_weighted_bbox_head_in_a_plain_roi_head_warns():
+    """The other pairing cannot be refused at build time (the bbox head
+    does not know its RoI head), so it warns when training: weights that
+    reach a plain StandardRoIHead are never applied."""
+    head = MODELS.build(_roi_head_cfg(bbox_type='WeightedShared2FCBBoxHead'))
+    samples = [_sample([GT_BOX], [GT_LABEL], weights=[0.5])]
+    with pytest.warns(UserWarning, match='use WeightedStandardRoIHead'):
+        _loss(head, _feats(), samples)
+
+
 def test_without_weights_equals_mmdet_bit_for_bit():
     samples = [_sample([GT_BOX, [30., 2., 62., 20.]], [GT_LABEL, 0]),
                _sample([], [])]
@@ -173,10 +185,11 @@ def test_bbox_head_targets_weight_only_weighted_images(concat):
         assign = head.bbox_assigner.assign(proposals, sample.gt_instances)
         results.append(head.bbox_sampler.sample(assign, proposals,
                                                 sample.gt_instances))
-    plain = super(WeightedShared2FCBBoxHead, head.bbox_head).get_targets(
+    plain = super(GTWeightedBBoxHeadMixin, head.bbox_head).get_targets(
         results, head.train_cfg, concat=False)
     results[0].pos_gt_weights = torch.tensor([0.3, 0.8])[
         results[0].pos_assigned_gt_inds]
+    results[1].pos_gt_weights = None  # as WeightedStandardRoIHead sets it
     weighted = head.bbox_head.get_targets(results, head.train_cfg,
                                           concat=concat)
     if concat:  # back to per-image lists
