@@ -69,14 +69,21 @@ def label_smooth_binary_cross_entropy(pred: Tensor,
     ``binary_cross_entropy``) or float targets of ``pred``'s shape.
     """
     ignore_index = -100 if ignore_index is None else ignore_index
+    # the ignored elements are found on the labels before smoothing (as in
+    # mmdet's binary_cross_entropy) and go into the weight
     if pred.dim() != label.dim():
         label, weight, valid_mask = _expand_onehot_labels(
             label, weight, pred.size(-1), ignore_index)
-        if avg_factor is None and avg_non_ignore and reduction == 'mean':
-            avg_factor = valid_mask.sum().item()
+    else:
+        valid_mask = ((label >= 0) & (label != ignore_index)).float()
+        weight = valid_mask if weight is None else weight * valid_mask
+    if avg_factor is None and avg_non_ignore and reduction == 'mean':
+        avg_factor = valid_mask.sum().item()
     label = label.float() * (1 - label_smoothing) + label_smoothing / 2
+    # smoothed targets lie in [0, 1]: mmdet's default ignore_index (-100)
+    # masks none of them again
     return binary_cross_entropy(pred, label, weight, reduction, avg_factor,
-                                class_weight, ignore_index, avg_non_ignore)
+                                class_weight)
 
 
 @MODELS.register_module()

@@ -7,8 +7,12 @@ import pytest
 import torch
 
 from mmdet.models.losses import CrossEntropyLoss
+from mmdet.models.losses.cross_entropy_loss import (binary_cross_entropy,
+                                                    cross_entropy)
 from mmdet.registry import MODELS
 from mmdet_freebies.models.losses import LabelSmoothCrossEntropyLoss
+from mmdet_freebies.models.losses.label_smooth_cross_entropy_loss import (
+    label_smooth_binary_cross_entropy, label_smooth_cross_entropy)
 
 
 def build(**kwargs):
@@ -67,6 +71,51 @@ def test_eps_zero_equals_cross_entropy(use_sigmoid, kwargs):
     assert torch.equal(
         ours(pred, target, reduction_override='none', ignore_index=1),
         ref(pred, target, reduction_override='none', ignore_index=1))
+
+
+@pytest.mark.parametrize('ours,ref', [
+    (label_smooth_cross_entropy, cross_entropy),
+    (label_smooth_binary_cross_entropy, binary_cross_entropy),
+])
+@pytest.mark.parametrize('kwargs', [
+    dict(),
+    dict(class_weight=torch.tensor([0.5, 1.0, 2.0, 1.0, 1.5])),
+    dict(ignore_index=2, avg_non_ignore=True),
+    dict(ignore_index=2, avg_factor=7.0),
+    dict(reduction='sum'),
+    dict(reduction='none', ignore_index=1),
+])
+def test_smoothing_functions_at_eps_zero_equal_mmdets(ours, ref, kwargs):
+    """The module keeps mmdet's criterion at eps = 0 (test above), so the
+    smoothing functions' own handling of weights, class weights,
+    ignore_index, avg_non_ignore and avg_factor is checked here, against
+    mmdet's functions with the same arguments."""
+    torch.manual_seed(1)
+    pred = torch.randn(12, 5)
+    target = torch.randint(5, (12, ))
+    weight = torch.rand(12)
+    for w in (None, weight):
+        torch.testing.assert_close(
+            ours(pred, target, w, label_smoothing=0.0, **kwargs),
+            ref(pred, target, w, **kwargs), rtol=1e-6, atol=1e-7)
+
+
+def test_float_targets_marked_ignored_stay_ignored_when_smoothed():
+    """Float targets of pred's shape with elements marked ``ignore_index``
+    (255): they are found before smoothing, so they add nothing; the others
+    are BCE against (1 - eps) t + eps / 2."""
+    torch.manual_seed(0)
+    pred = torch.randn(4, 3)
+    target = torch.tensor([[1., 0., 255.], [0., 1., 0.], [255., 255., 0.],
+                           [0., 0., 1.]])
+    loss = label_smooth_binary_cross_entropy(
+        pred, target, reduction='none', ignore_index=255,
+        label_smoothing=0.2)
+    ignored = target == 255
+    assert not loss[ignored].any()
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        pred, target * 0.8 + 0.1, reduction='none')
+    torch.testing.assert_close(loss[~ignored], expected[~ignored])
 
 
 def test_softmax_hand_value():
