@@ -6,6 +6,7 @@ from collections import deque
 from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from mmengine.dist import all_reduce, get_world_size
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch import nn
@@ -158,6 +159,11 @@ class TrainingHealthHook(Hook):
     the work dir and raises :class:`TrainingFailureError`, so
     ``tools/train.py`` exits non-zero.
 
+    Under DDP every rank judges its own losses, scores and (local)
+    gradients; rank 0's are the ones logged. With ``action='stop'`` the
+    ranks agree on stopping with one small all-reduce per iteration and
+    stop at the same iteration.
+
     Args:
         action (str): 'warn' or 'stop'. Defaults to 'warn'.
         patterns (Sequence[str]): Patterns to check. Defaults to all of
@@ -241,6 +247,7 @@ class TrainingHealthHook(Hook):
                                   for k, v in head_ratio_ranges.items()}
         self.score_interval = score_interval
         self.detections: List[dict] = []
+        self._stop_message: Optional[str] = None
 
     # ----------------------------------------------------------- set-up
     def before_train(self, runner) -> None:
@@ -254,11 +261,14 @@ class TrainingHealthHook(Hook):
                 'score signals are off')
         self._sq_norms: Dict[str, List[torch.Tensor]] = {}
         self._handles = []
+        self._keys = self._layer_keys(list(self._layers))
         for name, (layer, _) in self._layers.items():
             for p in layer.parameters():
                 if p.requires_grad:
-                    self._handles.append(p.register_post_accumulate_grad_hook(
-                        self._grad_hook(name)))
+                    # this backward's gradient, not the sum that gradient
+                    # accumulation builds up in ``.grad``
+                    self._handles.append(p.register_hook(
+                        self._grad_hook(self._keys[name])))
         self._sample = False
         self._scores: List[torch.Tensor] = []
         if self._layers:
@@ -279,6 +289,7 @@ class TrainingHealthHook(Hook):
         self._fg_max: Deque[Tuple[int, float]] = deque()
         self._ratios: Dict[str, Deque[Tuple[int, float]]] = {}
         self._reported = set()
+        self._stop_message: Optional[str] = None
 
     def after_train(self, runner) -> None:
         for handle in self._handles:
@@ -308,6 +319,20 @@ class TrainingHealthHook(Hook):
         return layers
 
     @staticmethod
+    def _layer_keys(paths: List[str]) -> Dict[str, str]:
+        """Log key per layer path: the layer's name, plus the stage numbers
+        in its path where names repeat (Cascade R-CNN's ``fc_cls_s0``...)."""
+        leaves = [p.rpartition('.')[2] for p in paths]
+        keys = {}
+        for path, leaf in zip(paths, leaves):
+            stages = [part for part in path.split('.') if part.isdigit()]
+            if leaves.count(leaf) > 1:
+                leaf += ''.join(f'_s{i}' for i in stages) if stages else \
+                    '_' + path.replace('.', '_')
+            keys[path] = leaf
+        return keys
+
+    @staticmethod
     def _infer_warmup(runner) -> int:
         schedulers = runner.param_schedulers or []
         if isinstance(schedulers, dict):
@@ -317,10 +342,10 @@ class TrainingHealthHook(Hook):
                 and not s.by_epoch and s.begin == 0]
         return int(max(ends, default=0))
 
-    def _grad_hook(self, name: str):
-        def hook(param: torch.Tensor) -> None:
-            self._sq_norms.setdefault(name, []).append(
-                param.grad.detach().float().pow(2).sum())
+    def _grad_hook(self, key: str):
+        def hook(grad: torch.Tensor) -> None:
+            self._sq_norms.setdefault(key, []).append(
+                grad.detach().float().pow(2).sum())
         return hook
 
     def _score_hook(self, kind: str, num_classes: int, num_anchors: int):
@@ -338,6 +363,12 @@ class TrainingHealthHook(Hook):
         self._sample = runner.iter % self.score_interval == 0
         self._scores = []
         self._sq_norms = {}
+        # AmpOptimWrapper scales the loss, hence the gradients, by the scale
+        # of this iteration's backward (the step after it may change it)
+        scaler = getattr(getattr(runner, 'optim_wrapper', None),
+                         'loss_scaler', None)
+        self._grad_scale = float(
+            scaler.get_scale()) if scaler is not None else 1.0
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
@@ -345,15 +376,10 @@ class TrainingHealthHook(Hook):
         hub = runner.message_hub
         log_vars = {k: float(v.detach()) if torch.is_tensor(v) else float(v)
                     for k, v in (outputs or {}).items()}
-        # AmpOptimWrapper scales the loss, hence the gradients; undo it
-        # (with the scale as of now, which a skipped step may have halved).
-        scaler = getattr(getattr(runner, 'optim_wrapper', None),
-                         'loss_scaler', None)
-        scale = float(scaler.get_scale()) if scaler is not None else 1.0
-        for name, sq in self._sq_norms.items():
-            leaf = name.rpartition('.')[2]
-            hub.update_scalar(f'train/health/grad_norm_{leaf}',
-                              float(torch.stack(sq).sum().sqrt()) / scale)
+        for key, sq in self._sq_norms.items():
+            hub.update_scalar(
+                f'train/health/grad_norm_{key}',
+                float(torch.stack(sq).sum().sqrt()) / self._grad_scale)
         if self._scores:
             fg = torch.cat([s.flatten() for s in self._scores])
             if fg.numel():
@@ -368,6 +394,8 @@ class TrainingHealthHook(Hook):
             hub.update_scalar(f'train/health/ratio_{head}', ratio)
             self._ratios.setdefault(head, deque()).append((it, ratio))
         self._check(runner, it, log_vars)
+        if self.action == 'stop':
+            self._stop_together(runner, it)
 
     # ------------------------------------------------------------ patterns
     def _check(self, runner, it: int, log_vars: Dict[str, float]) -> None:
@@ -393,8 +421,10 @@ class TrainingHealthHook(Hook):
         fg = [v for _, v in self._fg_max]
         # Near zero and not rising: a run started at a tiny prior (e.g.
         # OptimalBiasInit's 1e-5) that is learning shows a rising maximum.
+        # A full window of samples is needed (a resumed run starts empty).
         half = len(fg) // 2
-        if (half and max(fg) < self.collapse_score
+        if (len(fg) >= max(2, self.window // self.score_interval)
+                and max(fg) < self.collapse_score
                 and max(fg[half:]) <= max(fg[:half])):
             self._detect(
                 runner, it, 'collapse',
@@ -450,10 +480,27 @@ class TrainingHealthHook(Hook):
         self.detections.append(dict(iter=it, pattern=pattern,
                                     evidence=evidence, message=message))
         runner.logger.warning(message)
-        if self.action == 'stop':
-            filename = f'health_stop_iter_{it}.pth'
-            runner.save_checkpoint(runner.work_dir, filename)
-            runner.logger.warning(
-                f'TrainingHealthHook: saved {filename} in {runner.work_dir};'
-                ' stopping (action=stop)')
-            raise TrainingFailureError(message)
+        if self._stop_message is None:
+            self._stop_message = message
+
+    def _stop_together(self, runner, it: int) -> None:
+        """With ``action='stop'``: stop if this rank or any other detected a
+        pattern this iteration. The ranks judge their own losses, so under
+        DDP they agree first (one all-reduce), then all save and raise
+        together; a rank that stopped alone would leave the others waiting
+        in their next gradient all-reduce."""
+        message, self._stop_message = self._stop_message, None
+        if get_world_size() > 1:
+            flag = torch.tensor([float(message is not None)])
+            all_reduce(flag, op='max')
+            if flag.item() and message is None:
+                message = (f'TrainingHealthHook: iter {it}: another rank '
+                           'detected a failure pattern (see its log)')
+        if message is None:
+            return
+        filename = f'health_stop_iter_{it}.pth'
+        runner.save_checkpoint(runner.work_dir, filename)  # rank 0 writes
+        runner.logger.warning(
+            f'TrainingHealthHook: saved {filename} in {runner.work_dir}; '
+            'stopping (action=stop)')
+        raise TrainingFailureError(message)

@@ -1,4 +1,8 @@
+import json
 import math
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 from unittest.mock import MagicMock
 
@@ -11,6 +15,8 @@ from torch import nn
 from mmdet_freebies.engine.hooks.training_health_hook import (
     REMEDIES, TrainingFailureError, TrainingHealthHook, _fg_scores,
     head_loss_ratios)
+
+from helpers import free_port
 
 
 class _Head(nn.Module):
@@ -118,7 +124,7 @@ def test_signals_match_a_manual_computation(tmp_path):
     assert hub.get_scalar('train/health/ratio_det').current() == 4.0
     assert hook.detections == []
     hook.after_train(runner)
-    assert not layer.weight._post_accumulate_grad_hooks
+    assert not layer.weight._backward_hooks
 
 
 def test_grad_norm_undoes_the_amp_loss_scale(tmp_path):
@@ -132,6 +138,37 @@ def test_grad_norm_undoes_the_amp_loss_scale(tmp_path):
     assert runner.message_hub.get_scalar(
         'train/health/grad_norm_retina_cls').current() == pytest.approx(
             grad_norm / 4, rel=1e-5)
+
+
+def test_grad_norm_is_per_iteration_under_gradient_accumulation(tmp_path):
+    """Without zero_grad between iterations ``.grad`` sums the gradients
+    (1x, 2x, 3x); the logged norm is each iteration's own."""
+    runner = _runner(tmp_path)
+    hook = _hook()
+    hook.before_train(runner)
+    layer = runner.model.bbox_head.retina_cls
+    x = torch.randn(2, 4, 3, 3)
+    norms = []
+    for i in range(3):
+        hook.before_train_iter(runner, i)
+        layer(x).pow(2).mean().backward()
+        hook.after_train_iter(runner, i, outputs=dict(
+            loss=torch.tensor(2.0), loss_cls=torch.tensor(1.0),
+            loss_bbox=torch.tensor(1.0)))
+        norms.append(runner.message_hub.get_scalar(
+            'train/health/grad_norm_retina_cls').current())
+        runner.iter += 1
+    total = math.sqrt(layer.weight.grad.pow(2).sum() +
+                      layer.bias.grad.pow(2).sum())
+    assert norms == pytest.approx([total / 3] * 3, rel=1e-5)
+
+
+def test_layers_of_one_name_get_a_key_per_stage():
+    keys = TrainingHealthHook._layer_keys([
+        'rpn_head.rpn_cls', 'roi_head.bbox_head.0.fc_cls',
+        'roi_head.bbox_head.1.fc_cls', 'roi_head.bbox_head.2.fc_cls'])
+    assert list(keys.values()) == ['rpn_cls', 'fc_cls_s0', 'fc_cls_s1',
+                                   'fc_cls_s2']
 
 
 def test_healthy_run_raises_nothing(tmp_path):
@@ -223,6 +260,18 @@ def test_nothing_but_non_finite_during_warmup(tmp_path):
     assert [d['pattern'] for d in hook.detections] == ['collapse']
 
 
+def test_a_resumed_run_judges_collapse_on_a_full_window(tmp_path):
+    """Resumed at iteration 1000 (past the warm-up) with empty windows:
+    window 20 with a score every 5 iterations needs 4 samples, so collapse
+    is named at iteration 1016, not from the first 2 samples (1006)."""
+    runner = _runner(tmp_path, bias=-10.0)
+    runner.iter = 1000
+    hook = _hook(window=20, score_interval=5, patterns=['collapse'])
+    _train(hook, runner, lambda i: dict(loss_cls=1.0, loss_bbox=1.0), 20)
+    assert hook.detections[0]['iter'] == 1016
+    assert 'in all 4 samples' in hook.detections[0]['message']
+
+
 def test_warmup_read_from_the_lr_schedulers(tmp_path):
     runner = _runner(tmp_path)
     optimizer = torch.optim.SGD(runner.model.parameters(), lr=0.1)
@@ -241,6 +290,66 @@ def test_stop_saves_a_checkpoint_and_raises(tmp_path):
             loss_cls=math.inf if i == 2 else 1.0, loss_bbox=1.0), 5)
     runner.save_checkpoint.assert_called_once_with(
         str(tmp_path), 'health_stop_iter_3.pth')
+
+
+_RANK_STOPS = """
+import json, math, sys
+from types import SimpleNamespace
+from unittest.mock import MagicMock
+import torch, torch.distributed as dist
+from mmengine.logging import MessageHub, MMLogger
+from torch import nn
+from mmdet_freebies.engine.hooks.training_health_hook import (
+    TrainingFailureError, TrainingHealthHook)
+
+dist.init_process_group('gloo')
+rank = dist.get_rank()
+model = nn.Module()
+model.bbox_head = nn.Module()
+runner = SimpleNamespace(
+    model=model, iter=0, work_dir='.', param_schedulers=[],
+    message_hub=MessageHub.get_instance('rank_stop'),
+    logger=MMLogger.get_instance('rank_stop'), save_checkpoint=MagicMock())
+hook = TrainingHealthHook(action='stop', warmup_iters=0)
+hook.before_train(runner)
+result = dict(rank=rank)
+try:
+    for i in range(6):
+        hook.before_train_iter(runner, i)
+        bad = rank == 1 and i == 2  # only rank 1 sees a NaN, at iter 3
+        hook.after_train_iter(runner, i, outputs=dict(
+            loss=torch.tensor(math.nan if bad else 1.0)))
+        runner.iter += 1
+except TrainingFailureError as e:
+    result.update(iter=runner.iter + 1, message=str(e),
+                  saved=runner.save_checkpoint.call_args[0][1])
+json.dump(result, open(sys.argv[1] + str(rank), 'w'))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_ranks_stop_together(tmp_path):
+    """2 gloo processes, a NaN on rank 1 only: both stop at iteration 3
+    (a rank stopping alone would hang the other in DDP's all-reduce), and
+    rank 0 says another rank found it."""
+    script = tmp_path / 'rank.py'
+    script.write_text(_RANK_STOPS)
+    proc = subprocess.run([
+        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+        '--master_addr', '127.0.0.1', '--master_port', str(free_port()),
+        str(script), str(tmp_path / 'stop')
+    ], env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = []
+    for rank in (0, 1):
+        with open(tmp_path / f'stop{rank}') as f:
+            results.append(json.load(f))
+    assert [r.get('iter') for r in results] == [3, 3]
+    assert [r['saved'] for r in results] == ['health_stop_iter_3.pth'] * 2
+    assert 'another rank detected' in results[0]['message']
+    assert 'non-finite loss=nan' in results[1]['message']
 
 
 def test_bad_arguments():
