@@ -26,14 +26,18 @@ def match_image(pred_bboxes: np.ndarray,
                 gt_bboxes: np.ndarray,
                 gt_labels: np.ndarray,
                 ignore_bboxes: Optional[np.ndarray] = None,
+                ignore_labels: Optional[np.ndarray] = None,
                 iou_thr: float = 0.5) -> Dict[str, np.ndarray]:
     """Greedy per-class matching of one image's detections, as in COCO.
 
     Detections are visited by descending score; each takes the unmatched
     ground truth of its class with the highest IoU, if that IoU is at least
-    ``iou_thr`` (a true positive). An unmatched detection that overlaps an
-    ignored (crowd) box by ``iou_thr`` is neither TP nor FP; any other is a
-    false positive. Unmatched ground truths are false negatives.
+    ``iou_thr`` (a true positive). An unmatched detection inside an ignored
+    (crowd) box of its class is neither TP nor FP: as COCO's crowd IoU, the
+    intersection over the *detection's* area must reach ``iou_thr``
+    (``ignore_labels=None``: a crowd box of any class). Any other unmatched
+    detection is a false positive. Unmatched ground truths are false
+    negatives.
 
     Returns:
         dict: ``tp``, ``fp``, ``fn`` (int arrays) and ``iou_sum`` (the summed
@@ -58,8 +62,12 @@ def match_image(pred_bboxes: np.ndarray,
     ious = np.where(same_class, ious, -1.0)
     ignored = np.zeros(len(pred_bboxes), bool)
     if len(ignore_bboxes) and len(pred_bboxes):
-        ignored = (bbox_overlaps(pred_bboxes, ignore_bboxes).max(1) >=
-                   iou_thr)
+        crowd_iou = bbox_overlaps(pred_bboxes, ignore_bboxes, mode='iof')
+        if ignore_labels is not None:
+            crowd_iou = np.where(
+                np.asarray(pred_labels).reshape(-1, 1) == np.asarray(
+                    ignore_labels).reshape(1, -1), crowd_iou, -1.0)
+        ignored = crowd_iou.max(1) >= iou_thr
     for i in np.argsort(-np.asarray(pred_scores), kind='stable'):
         cand = np.where(gt_matched, -1.0, ious[i]) if len(gt_bboxes) else []
         j = int(np.argmax(cand)) if len(cand) else -1
@@ -124,17 +132,21 @@ class DetectionErrorMetric(BaseMetric):
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Match each image now; keep only its (3, ) count arrays."""
         for sample in data_samples:
-            if 'gt_instances' not in sample:
+            # PackDetInputs always adds gt_instances, empty without
+            # LoadAnnotations
+            if 'bboxes' not in sample.get('gt_instances', {}):
                 raise KeyError(
-                    "DetectionErrorMetric needs 'gt_instances' in the data "
-                    'samples: add LoadAnnotations(with_bbox=True) to the '
-                    'test pipeline')
+                    "DetectionErrorMetric needs gt_instances['bboxes'] in "
+                    'the data samples: add LoadAnnotations(with_bbox=True) '
+                    'to the test pipeline, after Resize')
             pred = sample['pred_instances']
             keep = (pred['scores'] >= self.score_thr).cpu().numpy()
             gt = sample['gt_instances']
             ignored = sample.get('ignored_instances', {})
             ignore_bboxes = ignored['bboxes'].cpu().numpy() \
                 if 'bboxes' in ignored else None
+            ignore_labels = ignored['labels'].cpu().numpy() \
+                if 'labels' in ignored else None
             self.results.append(match_image(
                 pred['bboxes'].cpu().numpy()[keep],
                 pred['scores'].cpu().numpy()[keep],
@@ -142,6 +154,7 @@ class DetectionErrorMetric(BaseMetric):
                 gt['bboxes'].cpu().numpy(),
                 gt['labels'].cpu().numpy(),
                 ignore_bboxes,
+                ignore_labels,
                 iou_thr=self.iou_thr))
 
     def compute_metrics(self, results: list) -> Dict[str, float]:

@@ -10,7 +10,7 @@ from mmdet_freebies.evaluation.metrics.detection_error_metric import (
     DetectionErrorMetric, match_image, size_bucket)
 
 
-def _sample(pred, gt, ignored=None):
+def _sample(pred, gt, ignored=None, ignored_labels=None):
     s = DetDataSample()
     s.pred_instances = InstanceData(
         bboxes=torch.tensor(pred[0], dtype=torch.float32).reshape(-1, 4),
@@ -19,8 +19,11 @@ def _sample(pred, gt, ignored=None):
     s.gt_instances = InstanceData(
         bboxes=torch.tensor(gt[0], dtype=torch.float32).reshape(-1, 4),
         labels=torch.tensor(gt[1], dtype=torch.long))
+    ignored = ignored or []
     s.ignored_instances = InstanceData(
-        bboxes=torch.tensor(ignored or [], dtype=torch.float32).reshape(-1, 4))
+        bboxes=torch.tensor(ignored, dtype=torch.float32).reshape(-1, 4),
+        labels=torch.tensor(ignored_labels or [0] * len(ignored),
+                            dtype=torch.long))
     return s.to_dict()
 
 
@@ -103,11 +106,34 @@ def test_size_bucket_edges():
     assert size_bucket(np.array(boxes)).tolist() == [0, 1, 1, 2]
 
 
+def test_crowd_boxes_ignore_detections_inside_them_as_coco():
+    """COCO's crowd IoU is the intersection over the detection's area: a
+    small detection inside a large crowd box of its class is ignored (its
+    plain IoU is 0.12); one of another class is a false positive."""
+    pred = ([[10, 10, 40, 90], [100, 10, 130, 90]], [.9, .8], [1, 2])
+    metric = DetectionErrorMetric()
+    metric.process({}, [_sample(pred, ([], []), ignored=[[0, 0, 200, 100]],
+                                ignored_labels=[1])])
+    m = metric.compute_metrics(metric.results)
+    assert (m['tp'], m['fp'], m['fn']) == (0, 1, 0)
+    # without labels, a crowd box of any class
+    out = match_image(*pred, np.zeros((0, 4)), [], [[0, 0, 200, 100]])
+    assert out['fp'].sum() == 0
+
+
 def test_missing_gt_and_bad_args():
     sample = dict(IMG1)
     sample.pop('gt_instances')
     with pytest.raises(KeyError, match='LoadAnnotations'):
         DetectionErrorMetric().process({}, [sample])
+    # what PackDetInputs gives without LoadAnnotations: empty gt_instances
+    sample = DetDataSample()
+    sample.pred_instances = InstanceData(
+        bboxes=torch.zeros(0, 4), scores=torch.zeros(0),
+        labels=torch.zeros(0, dtype=torch.long))
+    sample.gt_instances = InstanceData()
+    with pytest.raises(KeyError, match='LoadAnnotations'):
+        DetectionErrorMetric().process({}, [sample.to_dict()])
     with pytest.raises(ValueError, match='iou_thr'):
         DetectionErrorMetric(iou_thr=0)
     with pytest.raises(ValueError, match='score_thr'):
