@@ -12,7 +12,11 @@ place so that it
 * swaps the backbone for a narrow ResNet-18 trained from scratch (no weights
   can be downloaded) and shrinks the 256-channel necks and heads to 64;
 * shortens the schedule to a few epochs while keeping its shape: epoch-based
-  milestones scale with the number of epochs, iteration warm-ups are capped;
+  milestones, ``num_last_epochs`` / ``switch_epoch`` of hooks and the
+  epochs of a by-epoch ``LossWeightScheduleHook`` scale with the number of
+  epochs (at least one epoch keeps mixup before ``MixupSwitchHook``),
+  iteration warm-ups are capped; ``tiny`` cuts the training set to 8
+  images;
 * replaces ``SyncBN`` by ``BN`` and NCCL by gloo when there is no GPU.
 
 Everything the technique under study changes (losses, hooks, samplers,
@@ -46,7 +50,6 @@ _TOY_BACKBONE = dict(
     norm_eval=False, style='pytorch', init_cfg=None)
 _TOY_RESNET_CHANNELS = [16, 32, 64, 128]
 _WIDTH = {256: 64, 1024: 256}  # neck/head widths and RoI fc width
-_EPOCH_KEYS = ('num_last_epochs', 'switch_epoch')
 
 
 def _walk(node: Any, fn: Callable[[dict], None]) -> None:
@@ -130,7 +133,9 @@ def _patch_data(cfg: Config, preset: dict, data_root: str,
                  metainfo=dict(classes=classes))
         if 'filter_cfg' in d:
             d['filter_cfg'] = dict(filter_empty_gt=True, min_size=1)
-        if preset['num_images']:
+        # only the training set is cut: CocoMetric scores every image of
+        # its ann_file, so a cut val set would count the rest as missed
+        if preset['num_images'] and split == 'train':
             d['indices'] = preset['num_images']
 
     def resize(d: dict) -> None:
@@ -198,9 +203,23 @@ def _patch_schedule(cfg: Config, preset: dict) -> None:
             s['end'] = preset['warmup_iters']
 
     for hook in cfg.get('custom_hooks') or []:
-        for key in _EPOCH_KEYS:
-            if key in hook:
-                hook[key] = min(scale(hook[key]), new)
+        if 'switch_epoch' in hook:
+            hook['switch_epoch'] = min(scale(hook['switch_epoch']), new)
+        if hook.get('num_last_epochs'):
+            # at least one epoch before the switch still runs (e.g. mixup)
+            last = hook['num_last_epochs']
+            hook['num_last_epochs'] = new if last >= old else min(
+                scale(last), new - 1)
+        if hook.get('type') == 'LossWeightScheduleHook' and hook.get(
+                'by_epoch'):
+            # fractional epochs: the ramp keeps its share of the schedule
+            for sched in hook.get('schedules', []):
+                for key in ('begin', 'end'):
+                    if key in sched:
+                        sched[key] = sched[key] * new / old
+                if 'milestones' in sched:
+                    sched['milestones'] = [
+                        m * new / old for m in sched['milestones']]
 
     hooks = cfg.setdefault('default_hooks', ConfigDict())
     hooks.setdefault('checkpoint', dict(type='CheckpointHook'))

@@ -1,6 +1,9 @@
 import pytest
 from mmengine.config import Config
+from mmengine.registry import init_default_scope
 
+from mmdet.registry import DATASETS
+from mmdet_freebies.datasets.toy import make_toy_dataset
 from mmdet_freebies.utils.toy import apply_toy
 
 from helpers import CONFIGS
@@ -32,6 +35,42 @@ def test_apply_toy_scales_long_schedules(toy_cfg):
     assert cfg.param_scheduler[1].milestones == [16, 18]  # 218, 246 of 273
     assert cfg.model.backbone.type == 'ResNet'
     assert cfg.model.bbox_head.num_classes == 4
+
+
+def test_tiny_cuts_the_training_set_only(tmp_path):
+    """CocoMetric scores every image of its ann_file: a val set cut to 8 of
+    12 images would count the other 4 images' objects as missed."""
+    root = str(tmp_path) + '/'
+    make_toy_dataset(root, seed=0, num_train=12, num_val=12,
+                     img_size=(64, 64), min_size=6)
+    cfg = apply_toy(Config.fromfile(f'{CONFIGS}/retinanet_fl.py'), 'tiny',
+                    root)
+    init_default_scope('mmdet')
+    assert len(DATASETS.build(cfg.train_dataloader.dataset)) == 8
+    for loader in ('val_dataloader', 'test_dataloader'):
+        assert len(DATASETS.build(cfg[loader].dataset)) == 12
+
+
+@pytest.mark.parametrize('config,size,last', [
+    ('yolov3_mixup.py', 'small', 1),  # 20 of 273 epochs -> 1 of 20
+    ('faster_rcnn_mixup.py', 'small', 2),  # 1 of 12 -> 2 of 20
+    ('yolov3_mixup.py', 'tiny', 0),  # 1 epoch: it keeps mixup
+    ('faster_rcnn_mixup.py', 'tiny', 0),
+])
+def test_mixup_switch_scales_and_leaves_a_mixup_epoch(toy_cfg, config, size,
+                                                      last):
+    cfg = toy_cfg(config, size=size)
+    hook, = [h for h in cfg.custom_hooks if h.type == 'MixupSwitchHook']
+    assert hook.num_last_epochs == last < cfg.train_cfg.max_epochs
+
+
+@pytest.mark.parametrize('size,end', [('small', 5.0), ('tiny', 0.25)])
+def test_loss_weight_ramp_keeps_its_share_of_the_schedule(toy_cfg, size,
+                                                          end):
+    """The box-weight ramp ends at epoch 3 of 12, a quarter of the run."""
+    cfg = toy_cfg('retinanet_fl_adaptive_weight.py', size=size)
+    sched, = cfg.custom_hooks[0].schedules
+    assert (sched.begin, sched.end) == (0, end)
 
 
 def test_unknown_size_and_missing_data(tmp_path):
