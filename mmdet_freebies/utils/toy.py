@@ -90,7 +90,7 @@ def _toy_classes(data_root: str) -> tuple:
     return tuple(c['name'] for c in sorted(cats, key=lambda c: c['id']))
 
 
-def _patch_model(model: dict, num_classes: int) -> None:
+def _patch_model(model: dict, num_classes: int, cpu: bool) -> None:
     backbone = model.get('backbone', {})
     if backbone.get('type') == 'Darknet':
         # YOLOv3: three outputs, deepest first in the neck's in_channels.
@@ -117,7 +117,7 @@ def _patch_model(model: dict, num_classes: int) -> None:
                 d[key] = _WIDTH[d[key]]
         if isinstance(d.get('stacked_convs'), int):
             d['stacked_convs'] = min(d['stacked_convs'], 2)
-        if d.get('type') == 'SyncBN':
+        if cpu and d.get('type') == 'SyncBN':  # SyncBN needs CUDA
             d['type'] = 'BN'
 
     _walk({k: v for k, v in model.items() if k != 'backbone'}, shrink)
@@ -256,11 +256,12 @@ def apply_toy(cfg: Config, size: str = 'small',
     preset = TOY_SIZES[size]
     data_root = data_root.rstrip('/') + '/'
     classes = _toy_classes(data_root)
-    _patch_model(cfg.model, len(classes))
+    cpu = not torch.cuda.is_available()
+    _patch_model(cfg.model, len(classes), cpu)
     _patch_data(cfg, preset, data_root, classes)
     _patch_schedule(cfg, preset)
     cfg.load_from = None
-    if not torch.cuda.is_available():
+    if cpu:
         cfg.setdefault('env_cfg', ConfigDict())
         cfg.env_cfg['dist_cfg'] = dict(backend='gloo')
         if 'Amp' in cfg.optim_wrapper.get('type', ''):

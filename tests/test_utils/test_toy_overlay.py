@@ -1,4 +1,5 @@
 import pytest
+import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
@@ -71,6 +72,17 @@ def test_loss_weight_ramp_keeps_its_share_of_the_schedule(toy_cfg, size,
     cfg = toy_cfg('retinanet_fl_adaptive_weight.py', size=size)
     sched, = cfg.custom_hooks[0].schedules
     assert (sched.begin, sched.end) == (0, end)
+
+
+@pytest.mark.parametrize('cuda,norm,backend', [(False, 'BN', 'gloo'),
+                                               (True, 'SyncBN', 'nccl')])
+def test_syncbn_becomes_bn_only_without_cuda(toy_cfg, monkeypatch, cuda,
+                                             norm, backend):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+    cfg = toy_cfg('yolov3_syncbn.py')
+    assert cfg.model.neck.norm_cfg.type == norm
+    assert cfg.model.bbox_head.norm_cfg.type == norm
+    assert cfg.env_cfg.dist_cfg.backend == backend
 
 
 def test_unknown_size_and_missing_data(tmp_path):

@@ -3,9 +3,14 @@ default that every config can train on, on a CPU, with nothing downloaded).
 
 Each image is a textured background (a colour gradient, low-frequency blobs,
 stripes and pixel noise) carrying several filled shapes, one shape per class.
-Object sizes are log-uniform from ``min_size`` to ``max_frac`` of the image
-side, so COCO's small (< 32 px), medium and large buckets are all populated.
-Objects may overlap a little but never hide each other completely.
+Object sizes (the geometric mean of the sides) are log-uniform from
+``min_size`` to ``max_frac`` of the image side, with aspect ratios from 1:2
+to 2:1, so COCO's small (< 32 px), medium and large buckets are all
+populated. Objects overlap at IoU < 0.2 only, but a small object can lie
+inside a later, larger one and be painted over: in the default dataset at
+least 27 of 2079 training and 8 validation objects are fully covered by a
+later rectangle. Their labels are kept (a little label noise); the
+measured results in the docs were made on exactly this data.
 """
 import json
 import os
@@ -165,8 +170,9 @@ def make_toy_dataset(out_dir: str,
         img_size (tuple[int, int]): (width, height). Defaults to (128, 128).
         objects (tuple[int, int]): Min and max objects per image.
             Defaults to (2, 6).
-        min_size (float): Smallest object side in pixels. Defaults to 8.
-        max_frac (float): Largest object side as a fraction of the image
+        min_size (float): Smallest object size (geometric mean of the
+            sides) in pixels. Defaults to 8.
+        max_frac (float): Largest object size as a fraction of the image
             side. Defaults to 0.8.
 
     Returns:
