@@ -29,6 +29,9 @@ def main(argv=None):
         if not osp.isfile(args.checkpoint):
             raise UserInputError(
                 f'checkpoint {args.checkpoint!r} does not exist')
+        if args.out and not args.out.endswith(('.pkl', '.pickle')):
+            raise UserInputError(f'--out {args.out!r} must be a .pkl or '
+                                 '.pickle file (DumpDetResults)')
         check_data(cfg, ['test_dataloader'])
     except UserInputError as e:
         sys.exit(f'error: {e}')

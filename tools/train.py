@@ -6,8 +6,10 @@ Examples:
     python tools/train.py configs/retinanet_ce_sf.py --resume
 """
 import argparse
+import os.path as osp
 import sys
 
+import torch
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -33,6 +35,9 @@ def parse_args(argv=None):
 def build_runner(args):
     cfg = load_config(args)
     if args.amp:
+        if not torch.cuda.is_available():
+            raise UserInputError('--amp needs CUDA (mmengine autocasts on '
+                                 'the GPU only); drop it on a CPU')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:
@@ -44,6 +49,9 @@ def build_runner(args):
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise UserInputError(
+                f'--resume checkpoint {args.resume!r} does not exist')
         cfg.resume = True
         cfg.load_from = args.resume
     check_data(cfg)

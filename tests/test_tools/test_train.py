@@ -1,10 +1,12 @@
 """End-to-end launches on the toy dataset: tools/train.py (and resume),
+tools/test.py,
 tools/dist_train.sh and the slurm launcher with 2 gloo processes, and
 openmim's `mim train`."""
 import glob
 import json
 import os
 import os.path as osp
+import pickle
 import subprocess
 import sys
 
@@ -14,6 +16,7 @@ import torch
 from helpers import CONFIGS, REPO, free_port
 
 TRAIN = osp.join(REPO, 'tools', 'train.py')
+TEST = osp.join(REPO, 'tools', 'test.py')
 BIN = osp.dirname(sys.executable)
 
 
@@ -46,6 +49,20 @@ def test_train_toy_end_to_end(tmp_path, toy_data_root):
     records = _scalars(work)
     assert records[-1]['coco/bbox_mAP'] >= 0
     assert records[0]['iter'] == 1 and 'loss_cls' in records[0]
+    # tools/test.py on that checkpoint: COCO metrics and the predictions
+    test_cmd = [sys.executable, TEST, f'{CONFIGS}/retinanet_fl.py',
+                osp.join(work, 'epoch_1.pth'), '--toy', 'tiny', '--toy-data',
+                toy_data_root, '--work-dir', work, '--cfg-options',
+                'model.test_cfg.score_thr=0']
+    out = str(tmp_path / 'preds.pkl')
+    proc = _run(test_cmd + ['--out', out])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
+    with open(out, 'rb') as f:
+        assert len(pickle.load(f)) == 8  # every val image of the fixture
+    proc = _run(test_cmd + ['--out', str(tmp_path / 'preds.json')])
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert 'must be a .pkl or .pickle file' in proc.stderr
 
 
 @pytest.mark.slow
@@ -187,6 +204,9 @@ def test_mim_train(tmp_path, toy_data_root):
     (['--toy', 'huge'], "unknown --toy size 'huge'"),
     (['--cfg-options', 'train_dataloader.dataset.ann_file=missing.json'],
      'missing.json'),
+    (['--resume', 'nowhere.pth'],
+     "--resume checkpoint 'nowhere.pth' does not exist"),
+    (['--amp'], '--amp needs CUDA'),
 ])
 def test_bad_input_gives_clear_message(args, message, toy_data_root):
     proc = _run([sys.executable, TRAIN, f'{CONFIGS}/retinanet_fl.py',
