@@ -1,7 +1,6 @@
 """End-to-end launches on the toy dataset: tools/train.py (and resume),
-tools/test.py,
-tools/dist_train.sh and the slurm launcher with 2 gloo processes, and
-openmim's `mim train`."""
+tools/test.py, tools/dist_train.sh and the slurm launcher with 2 gloo
+processes, and openmim's `mim train`."""
 import glob
 import json
 import os
