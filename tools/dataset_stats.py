@@ -29,7 +29,11 @@ def parse_args(argv=None):
                         help='images for the anchor fg/bg ratio '
                         '(0 to skip it)')
     add_common_args(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.prior_images < 0:
+        parser.error(f'--prior-images must be >= 0 (0 skips it), got '
+                     f'{args.prior_images}')
+    return args
 
 
 def main(argv=None):

@@ -59,7 +59,8 @@ def train_and_eval(config: str,
         work_dir (str): Where the run writes its logs and checkpoints.
         toy (str, optional): ``--toy`` size, or None for the config as is.
             Defaults to 'small'.
-        toy_data (str): Toy dataset root. Defaults to 'data/toy/'.
+        toy_data (str): Toy dataset root. Defaults to 'data/toy/', the
+            repository's (where ``make data`` writes it).
         cfg_options (dict, optional): ``--cfg-options`` key=value pairs.
         seed (int): ``randomness.seed``; the same for every row so rows
             differ only by their config. Defaults to 0.
@@ -71,6 +72,10 @@ def train_and_eval(config: str,
         run), ``returncode``, ``seconds`` and ``loss_history`` (the
         per-iteration training records).
     """
+    # the run starts in the repository: relative paths are the caller's
+    config, work_dir = osp.abspath(config), osp.abspath(work_dir)
+    toy_data = osp.join(REPO, toy_data) if toy_data == 'data/toy/' else \
+        osp.abspath(toy_data)
     options = {'randomness.seed': seed, **(cfg_options or {})}
     cmd = [sys.executable, TRAIN, config, '--work-dir', work_dir,
            '--cfg-options'] + [f'{k}={v}' for k, v in options.items()]

@@ -1,3 +1,7 @@
+import os.path as osp
+import subprocess
+
+from mmdet_freebies.utils import ablation
 from mmdet_freebies.utils.ablation import (markdown_table, plot_losses,
                                            split_losses)
 
@@ -37,3 +41,23 @@ def test_plot_losses_writes_png(tmp_path):
     plot_losses({'a': _row(), 'b': _row(gls=True)}, str(out))
     with open(out, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_train_and_eval_paths_are_the_callers(tmp_path, monkeypatch):
+    """The run starts in the repository, so a relative config, work dir or
+    toy root given from another directory is made absolute first (the
+    results are then read where they were written)."""
+    calls = []
+    monkeypatch.setattr(subprocess, 'run', lambda cmd, **kw: calls.append(
+        (cmd, kw)) or subprocess.CompletedProcess(cmd, 0))
+    monkeypatch.chdir(tmp_path)
+    ablation.train_and_eval('my.py', 'work', toy='tiny', toy_data='toy/')
+    cmd, kw = calls[0]
+    assert kw['cwd'] == ablation.REPO
+    assert cmd[2] == str(tmp_path / 'my.py')
+    assert cmd[cmd.index('--work-dir') + 1] == str(tmp_path / 'work')
+    assert cmd[cmd.index('--toy-data') + 1] == str(tmp_path / 'toy')
+    assert osp.isfile(tmp_path / 'work' / 'ablate_stdout.log')
+    ablation.train_and_eval('my.py', 'work', toy='tiny')
+    assert calls[1][0][calls[1][0].index('--toy-data') + 1] == osp.join(
+        ablation.REPO, 'data/toy/')

@@ -90,6 +90,10 @@ def test_cli_on_the_toy_set(toy_data_root, tmp_path, capsys):
     for name in ('stats.md', 'box_sizes.png', 'aspect_ratios.png',
                  'classes.png'):
         assert osp.isfile(osp.join(tmp_path, name))
+    with pytest.raises(SystemExit):
+        tool.parse_args(['x.py', '--prior-images', '-3'])
+    assert '--prior-images must be >= 0 (0 skips it), got -3' in \
+        capsys.readouterr().err
 
 
 def test_class_aware_config_builds_its_sampler(toy_cfg):
