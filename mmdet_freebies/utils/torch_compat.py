@@ -42,7 +42,9 @@ def _checkpoint_globals() -> List[SafeGlobal]:
         np.core.multiarray._reconstruct,
         np.core.multiarray.scalar,
     ]
-    # numpy >= 1.25 pickles dtypes by their class (numpy.dtypes.Float64DType).
+    # A dtype is rebuilt by numpy.dtype('f8'), then its state is set; torch
+    # checks the built object's class, numpy.dtypes.Float64DType and the like
+    # on numpy >= 1.25.
     dtypes = getattr(np, 'dtypes', None)
     if dtypes is not None:
         globals_ += [
