@@ -124,6 +124,8 @@ def test_resume_through_the_runner(toy_cfg, tmp_path):
     def train(name, max_epochs, resume_from=None):
         cfg = toy_cfg('retinanet_fl_adaptive_weight.py')
         cfg.train_cfg.max_epochs = max_epochs  # 4 iterations per epoch
+        # the config's ramp over epochs 0-3, not --toy's share of 1 epoch
+        cfg.custom_hooks[0].schedules[0].end = 3
         cfg.train_cfg.val_interval = 10  # no validation
         cfg.work_dir = str(tmp_path / name)
         cfg.experiment_name = name  # a message hub of its own
