@@ -190,7 +190,7 @@ def bench_faster_rcnn(data_root: str, iters: int = 10) -> list:
              detail=f'fastest of {iters} interleaved train steps each, same '
              f'batch; toy {IMG}px, batch {BATCH}, ResNet-18/16 (the RoI '
              'head, 2x more RoIs without the sampler, weighs far more than '
-             f'on R-50 at 800px): {min(times["b"]) * 1e3:.0f} vs '
+             f'on R-50 at 800px): biased {min(times["b"]) * 1e3:.0f} -> sf '
              f'{min(times["s"]) * 1e3:.0f} ms; median ratio '
              f'x{t_median:.3f}',
              command=COMMAND),
@@ -203,10 +203,14 @@ def bench_faster_rcnn(data_root: str, iters: int = 10) -> list:
 
 
 def run() -> list:
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # less exposed to other processes' load
-    with tempfile.TemporaryDirectory() as tmp:
-        root = _toy_root(tmp)
-        return bench_gls(root) + bench_faster_rcnn(root)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = _toy_root(tmp)
+            return bench_gls(root) + bench_faster_rcnn(root)
+    finally:
+        torch.set_num_threads(threads)
 
 
 if __name__ == '__main__':

@@ -27,13 +27,27 @@ def load(path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--out', default='docs/benchmarks.md')
-    parser.add_argument('--only', nargs='*', help='bench_<name> files to run')
+    parser.add_argument('--out', default=osp.join(osp.dirname(HERE), 'docs',
+                                                  'benchmarks.md'))
+    parser.add_argument('--only', nargs='*',
+                        help='benchmarks to run: bench_<name>, <name> or '
+                        'bench_<name>.py')
     args = parser.parse_args()
+    paths = {osp.splitext(osp.basename(p))[0]: p
+             for p in sorted(glob.glob(osp.join(HERE, 'bench_*.py')))}
+    only = {osp.splitext(osp.basename(n))[0] for n in args.only or []}
+    only = {n if n.startswith('bench_') else f'bench_{n}' for n in only}
+    if only - set(paths):
+        parser.error(f'unknown benchmarks {sorted(only - set(paths))}; '
+                     f'choose from {sorted(paths)}')
+    # checked now, not after minutes of benchmarks
+    out_dir = osp.dirname(osp.abspath(args.out))
+    if not osp.isdir(out_dir):
+        parser.error(f'--out directory {out_dir!r} does not exist')
+    threads = torch.get_num_threads()  # each benchmark sets its own
     rows = []
-    for path in sorted(glob.glob(osp.join(HERE, 'bench_*.py'))):
-        name = osp.splitext(osp.basename(path))[0]
-        if args.only and name not in args.only:
+    for name, path in paths.items():
+        if only and name not in only:
             continue
         print(f'[bench] {name}', flush=True)
         start = time.perf_counter()
@@ -43,10 +57,12 @@ def main():
         print(f'  ({time.perf_counter() - start:.0f} s)', flush=True)
     lines = [
         '# Benchmarks', '',
-        'Written by `make bench` (`benchmarks/run_all.py`); every figure is '
-        'measured side by side with the mmdet reference in one process.', '',
+        'Written by `make bench` (`benchmarks/run_all.py`); each row compares '
+        'its two sides in one run (against the mmdet reference where there '
+        'is one); the third column says what was compared and how.', '',
         f'Machine: {platform.processor() or platform.machine()}, '
-        f'{torch.get_num_threads()} torch threads, torch {torch.__version__}, '
+        f'{threads} torch threads by default (rows on 1 thread say so), '
+        f'torch {torch.__version__}, '
         f'Python {platform.python_version()}, '
         f'{time.strftime("%Y-%m-%d")}.', '',
         '| Benchmark | Result | What was compared | Command |',

@@ -24,7 +24,9 @@ def main(argv=None):
     parser.add_argument('--work-dir', default='work_dirs/ablate')
     parser.add_argument('--toy', nargs='?', const='small', default=None,
                         metavar='SIZE')
-    parser.add_argument('--toy-data', default='data/toy/')
+    parser.add_argument('--toy-data', default=None,
+                        help="toy dataset root (default: the repository's "
+                        'data/toy/)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         default={})

@@ -95,6 +95,12 @@ def main(argv=None):
     try:
         if args.num < 1:
             raise UserInputError(f'--num must be >= 1, got {args.num}')
+        if args.cell < 16:
+            raise UserInputError(f'--cell must be >= 16 pixels, got '
+                                 f'{args.cell}')
+        if not args.out.lower().endswith(('.png', '.jpg', '.jpeg')):
+            raise UserInputError(f'--out {args.out!r} must be a .png or '
+                                 '.jpg file')
         cfg = load_config(args)
         check_data(cfg, ['train_dataloader'])
     except UserInputError as e:
@@ -112,7 +118,8 @@ def main(argv=None):
     cells = [draw_sample(dataset[int(i)], classes, args.cell)
              for i in indices]
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    cv2.imwrite(args.out, make_grid(cells))
+    if not cv2.imwrite(args.out, make_grid(cells)):
+        sys.exit(f'error: could not write {args.out!r}')
     print(f'wrote {len(cells)} samples to {args.out}')
 
 

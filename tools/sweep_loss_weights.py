@@ -129,16 +129,25 @@ def parse_args(argv=None):
                         help='comma-separated weights, e.g. 0.1,0.5,1,2')
     parser.add_argument('--toy', nargs='?', const='small', default=None,
                         metavar='SIZE', help='run on the toy dataset')
-    parser.add_argument('--toy-data', default='data/toy/')
+    parser.add_argument('--toy-data', default=None,
+                        help="toy dataset root (default: the repository's "
+                        'data/toy/)')
     parser.add_argument('--work-dir', default=None,
                         help='default: work_dirs/sweep_<config name>')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='score threshold of DetectionErrorMetric')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    from mmdet_freebies.utils.toy import TOY_SIZES
+    if args.toy is not None and args.toy not in TOY_SIZES:
+        parser.error(f'unknown --toy size {args.toy!r}; choose one of '
+                     f'{sorted(TOY_SIZES)}')
+    if not 0 <= args.score_thr <= 1:
+        parser.error(f'--score-thr must be in [0, 1], got {args.score_thr}')
+    return args
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         values = parse_values(args.values)
@@ -168,7 +177,9 @@ def main(argv=None) -> None:
     plot_sweep(args.key, values, results, osp.join(work_dir, 'sweep.png'))
     print(table)
     print(f'wrote {work_dir}/sweep.md and {work_dir}/sweep.png')
+    # as tools/ablate.py: non-zero when no run finished
+    return 1 if all(r['diverged'] for r in results) else 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

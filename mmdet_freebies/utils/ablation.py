@@ -48,7 +48,7 @@ def split_losses(record: Dict) -> Dict[str, float]:
 def train_and_eval(config: str,
                    work_dir: str,
                    toy: Optional[str] = 'small',
-                   toy_data: str = 'data/toy/',
+                   toy_data: Optional[str] = None,
                    cfg_options: Optional[Dict[str, str]] = None,
                    seed: int = 0,
                    extra_args: Sequence[str] = ()) -> Dict:
@@ -59,8 +59,8 @@ def train_and_eval(config: str,
         work_dir (str): Where the run writes its logs and checkpoints.
         toy (str, optional): ``--toy`` size, or None for the config as is.
             Defaults to 'small'.
-        toy_data (str): Toy dataset root. Defaults to 'data/toy/', the
-            repository's (where ``make data`` writes it).
+        toy_data (str, optional): Toy dataset root. Defaults to None, the
+            repository's ``data/toy/`` (where ``make data`` writes it).
         cfg_options (dict, optional): ``--cfg-options`` key=value pairs.
         seed (int): ``randomness.seed``; the same for every row so rows
             differ only by their config. Defaults to 0.
@@ -74,7 +74,7 @@ def train_and_eval(config: str,
     """
     # the run starts in the repository: relative paths are the caller's
     config, work_dir = osp.abspath(config), osp.abspath(work_dir)
-    toy_data = osp.join(REPO, toy_data) if toy_data == 'data/toy/' else \
+    toy_data = osp.join(REPO, 'data/toy/') if toy_data is None else \
         osp.abspath(toy_data)
     options = {'randomness.seed': seed, **(cfg_options or {})}
     cmd = [sys.executable, TRAIN, config, '--work-dir', work_dir,

@@ -19,6 +19,28 @@ def test_parse_values():
             sweep.parse_values(bad)
 
 
+@pytest.mark.parametrize('args,message', [
+    (['--toy', 'huge'], "unknown --toy size 'huge'"),
+    (['--score-thr', '2'], '--score-thr must be in [0, 1], got 2.0'),
+])
+def test_bad_arguments_fail_before_training(args, message, capsys):
+    with pytest.raises(SystemExit):
+        sweep.parse_args(['c.py', '--key', 'k', '--values', '1'] + args)
+    assert message in capsys.readouterr().err
+
+
+def test_exit_status_is_non_zero_when_every_run_failed(tmp_path,
+                                                      monkeypatch):
+    from mmdet_freebies.utils import ablation
+    for diverged, status in ((True, 1), (False, 0)):
+        monkeypatch.setattr(ablation, 'train_and_eval',
+                            lambda *a, d=diverged, **k: dict(diverged=d))
+        assert sweep.main([
+            osp.join(REPO, 'configs', 'retinanet_fl.py'), '--key',
+            'model.bbox_head.loss_bbox.loss_weight', '--values', '0.5,1',
+            '--work-dir', str(tmp_path / str(status))]) == status
+
+
 def test_sweep_config_adds_the_error_metric(tmp_path):
     path = sweep.write_sweep_config(
         osp.join(REPO, 'configs', 'retinanet_fl.py'),

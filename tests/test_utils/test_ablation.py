@@ -58,6 +58,6 @@ def test_train_and_eval_paths_are_the_callers(tmp_path, monkeypatch):
     assert cmd[cmd.index('--work-dir') + 1] == str(tmp_path / 'work')
     assert cmd[cmd.index('--toy-data') + 1] == str(tmp_path / 'toy')
     assert osp.isfile(tmp_path / 'work' / 'ablate_stdout.log')
-    ablation.train_and_eval('my.py', 'work', toy='tiny')
+    ablation.train_and_eval('my.py', 'work', toy='tiny')  # the default
     assert calls[1][0][calls[1][0].index('--toy-data') + 1] == osp.join(
         ablation.REPO, 'data/toy/')

@@ -1,0 +1,38 @@
+"""tools/browse_mixup.py: a grid of mixed samples whose boxes show their
+weights, and clear errors for bad arguments."""
+import os.path as osp
+import sys
+
+import cv2
+import pytest
+
+from helpers import CONFIGS, REPO
+
+sys.path.insert(0, osp.join(REPO, 'tools'))
+try:
+    import browse_mixup
+finally:
+    sys.path.pop(0)
+
+
+def test_writes_a_grid_of_the_training_samples(tmp_path, toy_data_root,
+                                               capsys):
+    out = str(tmp_path / 'grid.png')
+    browse_mixup.main([f'{CONFIGS}/yolov3_mixup.py', '--toy', 'tiny',
+                       '--toy-data', toy_data_root, '--num', '3', '--cell',
+                       '64', '--out', out])
+    grid = cv2.imread(out)
+    # 3 cells of 64 px (+ a 16 px caption) and 4 px gutters: 2 x 2
+    assert grid.shape == (2 * (64 + 16 + 4), 2 * (64 + 4), 3)
+    assert 'wrote 3 samples' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--num', '0'], '--num must be >= 1, got 0'),
+    (['--cell', '0'], '--cell must be >= 16 pixels, got 0'),
+    (['--out', 'grid.txt'], "--out 'grid.txt' must be a .png or .jpg file"),
+])
+def test_bad_arguments(args, message, toy_data_root):
+    with pytest.raises(SystemExit, match=message):
+        browse_mixup.main([f'{CONFIGS}/yolov3_mixup.py', '--toy', 'tiny',
+                           '--toy-data', toy_data_root] + args)
