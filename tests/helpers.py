@@ -1,6 +1,9 @@
 """Paths and helpers shared by the tests (``tests/`` is on ``pythonpath``)."""
+import os
 import os.path as osp
 import socket
+import subprocess
+import sys
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'configs')
@@ -11,3 +14,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def run_two_ranks(script: str, *args: str, timeout: int = 120,
+                  **kwargs) -> subprocess.CompletedProcess:
+    """Run ``script args`` as 2 processes with ``torch.distributed.run`` on
+    127.0.0.1 (each rank starts its gloo group from the env), one thread
+    each; returns the finished process with its output captured."""
+    return subprocess.run([
+        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+        '--master_addr', '127.0.0.1', '--master_port', str(free_port()),
+        str(script), *args
+    ], env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
+                          text=True, timeout=timeout, **kwargs)

@@ -2,9 +2,6 @@
 detector, and the promise that the model stays the plain detector."""
 import json
 import math
-import os
-import subprocess
-import sys
 import types
 
 import pytest
@@ -15,7 +12,7 @@ from mmdet_freebies.engine.hooks import guided_loss_scaling as gls_mod
 from mmdet_freebies.engine.hooks.guided_loss_scaling import (
     GuidedLossScaler, GuidedLossScaling, preset_group)
 
-from helpers import free_port
+from helpers import run_two_ranks
 
 
 def t(x, grad=False):
@@ -166,12 +163,7 @@ def test_frozen_ratio_is_the_mean_over_ranks_without_sync(tmp_path):
     changes nothing. Per-rank means would give 0.3 and 0.7."""
     script = tmp_path / 'rank.py'
     script.write_text(_RANK_FREEZES)
-    proc = subprocess.run([
-        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
-        '--master_addr', '127.0.0.1', '--master_port', str(free_port()),
-        str(script), str(tmp_path / 'frozen')
-    ], env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
-                          text=True, timeout=120)
+    proc = run_two_ranks(script, str(tmp_path / 'frozen'))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in (0, 1):
         with open(tmp_path / f'frozen{rank}') as f:

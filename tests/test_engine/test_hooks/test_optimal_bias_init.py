@@ -5,8 +5,6 @@ import json
 import math
 import os
 import os.path as osp
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -25,7 +23,7 @@ from mmdet_freebies.models.task_modules.prior_estimator import (estimate_prior,
                                                                 prior_to_bias)
 from mmdet_freebies.utils.toy import apply_toy
 
-from helpers import CONFIGS, free_port
+from helpers import CONFIGS, run_two_ranks
 
 
 
@@ -306,19 +304,8 @@ def test_ddp_ranks_share_the_bias_of_all_shards(tmp_path, toy_data_root):
     both ranks set the bias of the single-process count over all images."""
     script = tmp_path / 'worker.py'
     script.write_text(_DDP_WORKER)
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    proc = subprocess.run([
-        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
-        '--master_addr', '127.0.0.1', '--master_port',
-        str(free_port()),
-        str(script),
-        osp.join(CONFIGS, 'retinanet_fl.py'), toy_data_root,
-        str(tmp_path)
-    ],
-                          env=env,
-                          capture_output=True,
-                          text=True,
-                          timeout=300)
+    proc = run_two_ranks(script, osp.join(CONFIGS, 'retinanet_fl.py'),
+                         toy_data_root, str(tmp_path), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     bias0 = torch.load(tmp_path / 'bias0.pt')
     bias1 = torch.load(tmp_path / 'bias1.pt')

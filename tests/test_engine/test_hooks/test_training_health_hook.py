@@ -1,8 +1,5 @@
 import json
 import math
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 from unittest.mock import MagicMock
 
@@ -16,7 +13,7 @@ from mmdet_freebies.engine.hooks.training_health_hook import (
     REMEDIES, TrainingFailureError, TrainingHealthHook, _fg_scores,
     head_loss_ratios)
 
-from helpers import free_port
+from helpers import run_two_ranks
 
 
 class _Head(nn.Module):
@@ -335,12 +332,7 @@ def test_ranks_stop_together(tmp_path):
     rank 0 says another rank found it."""
     script = tmp_path / 'rank.py'
     script.write_text(_RANK_STOPS)
-    proc = subprocess.run([
-        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
-        '--master_addr', '127.0.0.1', '--master_port', str(free_port()),
-        str(script), str(tmp_path / 'stop')
-    ], env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
-                          text=True, timeout=120, cwd=tmp_path)
+    proc = run_two_ranks(script, str(tmp_path / 'stop'), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = []
     for rank in (0, 1):

@@ -3,10 +3,7 @@ own target code on real feature maps, stability and per-class priors."""
 import copy
 import json
 import math
-import os
 import os.path as osp
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -23,7 +20,7 @@ from mmdet.structures import DetDataSample
 from mmdet_freebies.models.task_modules.prior_estimator import (
     PriorEstimate, estimate_prior, featmap_sizes_of, prior_to_bias)
 
-from helpers import free_port
+from helpers import run_two_ranks
 
 CONFIG_DIR = osp.join(osp.dirname(__file__), '..', '..', '..', 'configs')
 CONFIGS = [
@@ -350,12 +347,7 @@ def test_ranks_agree_on_the_classes_they_saw(tmp_path):
     lengths are agreed before the counts are summed."""
     script = tmp_path / 'rank.py'
     script.write_text(_RANK_WITH_OWN_LABELS)
-    proc = subprocess.run([
-        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
-        '--master_addr', '127.0.0.1', '--master_port', str(free_port()),
-        str(script), str(tmp_path / 'counts')
-    ], env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
-                          text=True, timeout=120)
+    proc = run_two_ranks(script, str(tmp_path / 'counts'))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in (0, 1):
         with open(tmp_path / f'counts{rank}') as f:
