@@ -107,6 +107,7 @@ DRAWS = 80
     (-1, 0, 3),  # Libra R-CNN's setting
     (0, 0, 3),
     (0.05, 0.5, 2),
+    (0.05, 0.25, 2),  # unequal shares: a swapped floor_fraction shows
     (-1, 0, 1),  # one bin: plain random sampling of negatives
 ])
 def test_negative_iou_histogram_matches_reference(floor_thr, floor_fraction,
@@ -282,6 +283,19 @@ def test_floor_thr_is_not_mutated_and_draws_repeat():
     assert torch.equal(first.pos_inds, again.pos_inds)
     other, _ = case.draw(sampler, 8)
     assert not torch.equal(first.neg_inds, other.neg_inds)
+
+
+def test_per_gt_quota_is_rounded_not_floored():
+    """3 gts with 31, 12 and 6 positives (gts included), 32 wanted:
+    round(32 / 3) + 1 = 12 per gt gives 12 + 12 + 6 = 30, and the 2 left
+    can only come from gt 1, so every draw is (14, 12, 6). A floored quota
+    (11) would top up 4 from gt 1 and gt 2 at random."""
+    case = Case.make([30, 11, 5], _neg_ious()[:100])
+    sampler = _ours(num=64, pos_fraction=0.5, instance_balanced_pos=True)
+    for seed in range(20):
+        sampling, _ = case.draw(sampler, seed)
+        assert torch.bincount(sampling.pos_assigned_gt_inds,
+                              minlength=3).tolist() == [14, 12, 6]
 
 
 def test_per_gt_quota_rounds_like_python():
