@@ -155,8 +155,9 @@ def build(toy_data_root):
 
 
 def _reference_counts(model, batch):
-    """Counts from the head's own loss-side target code on real feature
-    maps of a network forward (the reference the estimator must match)."""
+    """Counts ``(fg, valid, fg per class)`` from the head's own loss-side
+    target code on real feature maps of a network forward (the reference
+    the estimator must match)."""
     from mmdet.models.dense_heads import FCOSHead, YOLOV3Head
     from mmdet.models.utils import unpack_gt_instances
     data = model.data_preprocessor(pseudo_collate(batch), True)
@@ -176,18 +177,26 @@ def _reference_counts(model, batch):
         flags = [head.responsible_flags(sizes, g.bboxes, 'cpu') for g in gts]
         targets, negs = head.get_targets([anchors] * len(gts), flags, gts)
         pos = sum(float(t[..., 4].sum()) for t in targets)
-        return pos, pos + sum(float(n.sum()) for n in negs)
+        per_class = sum(t[..., 5:].reshape(-1, head.num_classes).sum(0)
+                        for t in targets)
+        return (pos, pos + sum(float(n.sum()) for n in negs),
+                per_class.tolist())
     if isinstance(head, FCOSHead):
         points = head.prior_generator.grid_priors(sizes, device='cpu')
         labels = torch.cat(head.get_targets(points, gts)[0])
-        return float((labels < head.num_classes).sum()), labels.numel()
+        fg = labels < head.num_classes
+        return (float(fg.sum()), labels.numel(),
+                torch.bincount(labels[fg], minlength=head.num_classes).tolist())
     anchors, valids = head.get_anchors(sizes, metas, 'cpu')
     out = head.get_targets(anchors, valids, gts, metas, ignores)
     labels, weights = (out[1], out[2]) if len(out) > 5 else (out[0], out[1])
     labels = torch.cat([lvl.flatten() for lvl in labels])
     weights = torch.cat([lvl.flatten() for lvl in weights])
     fg = (labels < head.num_classes) & (weights > 0)
-    return float(fg.sum()), float((weights > 0).sum())
+    num_classes = 1 if head is getattr(model, 'rpn_head', None) else \
+        head.num_classes
+    return (float(fg.sum()), float((weights > 0).sum()),
+            torch.bincount(labels[fg], minlength=num_classes).tolist())
 
 
 @pytest.mark.parametrize('name', [c for c in CONFIGS if c != 'paa_fl.py'])
@@ -198,10 +207,14 @@ def test_matches_the_heads_target_code(build, name):
     model, dataset = build(name)
     np.random.seed(0)
     batch = [dataset[0], dataset[1]]
-    ref_fg, ref_valid = _reference_counts(model, copy.deepcopy(batch))
+    ref_fg, ref_valid, ref_per_class = _reference_counts(
+        model, copy.deepcopy(batch))
     est = estimate_prior(model, batch, None, batch_size=2)
     assert ref_fg > 0
     assert (est.num_fg, est.num_valid) == (ref_fg, ref_valid)
+    # each positive in its own class (a class-order slip keeps the totals)
+    assert est.fg_per_class == ref_per_class
+    assert sum(x > 0 for x in ref_per_class) >= min(2, len(ref_per_class))
 
     head = getattr(model, 'rpn_head', None) or model.bbox_head
     # YOLOv3's neck concatenates upsampled maps: it needs multiples of 32
