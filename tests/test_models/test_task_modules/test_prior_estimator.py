@@ -4,6 +4,7 @@ import copy
 import json
 import math
 import os.path as osp
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,10 +16,12 @@ from torch import nn
 
 from mmdet.models.data_preprocessors import DetDataPreprocessor
 from mmdet.models.dense_heads import RetinaHead
+from mmdet.models.task_modules import AssignResult
 from mmdet.registry import DATASETS, MODELS, TASK_UTILS
 from mmdet.structures import DetDataSample
 from mmdet_freebies.models.task_modules.prior_estimator import (
-    PriorEstimate, estimate_prior, featmap_sizes_of, prior_to_bias)
+    PriorEstimate, _paa_candidates, estimate_prior, featmap_sizes_of,
+    prior_to_bias)
 
 from helpers import run_two_ranks
 
@@ -242,6 +245,21 @@ def test_paa_candidates_bound_the_initial_positives(build):
     head = model.bbox_head
     num_gt = sum(paa.num_gt_per_class)
     assert paa.num_fg <= num_gt * head.topk * head.prior_generator.num_levels
+
+
+def test_paa_candidates_by_hand():
+    """topk=2, two levels of 5 and 3 anchors. gt 1: IoUs .9, .5, .7 on level
+    0 (top 2: .9 and .7) and .6 on level 1, 3 candidates, kept; gt 2: one
+    candidate, fewer than 2, dropped."""
+    gt_inds = torch.tensor([1, 1, 1, 2, 0, 1, 0, 0])
+    result = AssignResult(2, gt_inds,
+                          torch.tensor([.9, .5, .7, .8, .1, .6, .2, .3]),
+                          None)
+    keep = _paa_candidates(SimpleNamespace(topk=2), result,
+                           [torch.ones(5, dtype=torch.bool),
+                            torch.ones(3, dtype=torch.bool)], gt_inds > 0)
+    assert keep.tolist() == [True, False, True, False, False, True, False,
+                             False]
 
 
 def test_yolov3_priors(build):
