@@ -96,6 +96,22 @@ def test_finds_transforms_inside_dataset_wrappers():
     assert not any(len(wrapped[i]['gt_bboxes']) == 2 for i in range(8))
 
 
+def test_finds_transforms_nested_in_wrapping_transforms():
+    """A cached mixup inside mmcv's RandomApply (a Compose of its own) is
+    removed too."""
+    from mmcv.transforms import RandomApply
+
+    from mmdet_freebies.datasets.transforms import VisuallyCoherentMixupCached
+    np.random.seed(0)
+    dataset = _Synthetic(pipeline=[
+        _load, RandomApply([VisuallyCoherentMixupCached(ratio=0.5)], prob=1.)
+    ])
+    assert any(mixed(dataset))
+    MixupSwitchHook(num_last_epochs=1).before_train_epoch(runner(dataset, 4))
+    assert not any(mixed(dataset))
+    assert dataset.pipeline.transforms[1].transforms.transforms == []
+
+
 def test_resume_inside_the_last_epochs_switches():
     dataset = wrapper_dataset()
     MixupSwitchHook(num_last_epochs=2).before_train_epoch(
