@@ -85,46 +85,40 @@ def _timed_hook_class():
 
 
 def run(pairs: int = 40) -> list:
-    import torch
-
+    from _threads import one_thread
     from mmdet_freebies.datasets.toy import make_toy_dataset
     # One thread and the thread's CPU time: on a shared machine wall time
     # and multi-threaded process time mostly measure the neighbours.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with tempfile.TemporaryDirectory() as root:
-            make_toy_dataset(root, seed=0, num_train=16, num_val=4)
-            model, optim_wrapper, batch, runner, batch_size = _setup(
-                root + '/')
-            hook = _timed_hook_class()(warmup_iters=0)
+    with one_thread(), tempfile.TemporaryDirectory() as root:
+        make_toy_dataset(root, seed=0, num_train=16, num_val=4)
+        model, optim_wrapper, batch, runner, batch_size = _setup(
+            root + '/')
+        hook = _timed_hook_class()(warmup_iters=0)
 
-            def step(with_hook: bool) -> float:
-                start = time.thread_time()
-                if with_hook:
-                    hook.before_train_iter(runner, runner.iter)
-                outputs = model.train_step(batch, optim_wrapper)
-                if with_hook:
-                    hook.after_train_iter(runner, runner.iter,
-                                          outputs=outputs)
-                runner.iter += 1
-                return time.thread_time() - start
+        def step(with_hook: bool) -> float:
+            start = time.thread_time()
+            if with_hook:
+                hook.before_train_iter(runner, runner.iter)
+            outputs = model.train_step(batch, optim_wrapper)
+            if with_hook:
+                hook.after_train_iter(runner, runner.iter,
+                                      outputs=outputs)
+            runner.iter += 1
+            return time.thread_time() - start
 
-            for _ in range(2):  # warm-up of allocator and kernels
-                step(False)
-            base, health = [], []
-            for i in range(pairs):
-                # Alternate which side goes first; the hook's torch hooks
-                # are installed only for its own steps.
-                for with_hook in ((False, True) if i % 2 else (True, False)):
-                    if with_hook:
-                        hook.before_train(runner)
-                        health.append(step(True))
-                        hook.after_train(runner)
-                    else:
-                        base.append(step(False))
-    finally:
-        torch.set_num_threads(threads)
+        for _ in range(2):  # warm-up of allocator and kernels
+            step(False)
+        base, health = [], []
+        for i in range(pairs):
+            # Alternate which side goes first; the hook's torch hooks
+            # are installed only for its own steps.
+            for with_hook in ((False, True) if i % 2 else (True, False)):
+                if with_hook:
+                    hook.before_train(runner)
+                    health.append(step(True))
+                    hook.after_train(runner)
+                else:
+                    base.append(step(False))
     t0, t1 = statistics.median(base), statistics.median(health)
     in_hook = hook.spent / pairs
     detail = (f'RetinaNet (toy small: ResNet-18/16, 128 px, batch '

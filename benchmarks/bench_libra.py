@@ -34,6 +34,8 @@ from mmengine.structures import InstanceData
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from _threads import one_thread
+
 import mmdet_freebies  # noqa: F401  (registers the pack's modules)
 from mmdet.models.losses import BalancedL1Loss
 from mmdet.models.task_modules import AssignResult
@@ -114,19 +116,15 @@ def bench_sampler(repeats=5):
                 min(k, inds.numel()), largest=False, sorted=False)
 
     cases = _assignments()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # per-image work this small runs on one
     torch.manual_seed(0)
     times = {}
-    try:
+    with one_thread():
         for _ in range(repeats):  # interleaved; best of the repeats
             for key, fn in (('ours', draw(ours)), ('ref', draw(ref)),
                             ('ours_all', sample(ours)),
                             ('ref_all', sample(ref)), ('skeleton', skeleton)):
                 t = _cpu_ms_per_image(fn, cases)
                 times[key] = min(times.get(key, t), t)
-    finally:
-        torch.set_num_threads(threads)
     detail = ('IoUBalancedSampler(instance_balanced_pos=True) vs mmdet '
               'CombinedSampler(InstanceBalancedPosSampler, '
               f'IoUBalancedNegSampler); {len(cases)} RoI-head assignments '
@@ -221,9 +219,7 @@ def bench_loss(repeats=15):
     ref = BalancedL1Loss()
     pred, target, weight = _loss_inputs()
     times = {'ours': [], 'ref': []}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # CPU time of one thread: robust to other load
-    try:
+    with one_thread():
         for _ in range(2):  # warm-up
             for loss in (ours, ref):
                 _step(loss, pred, target, weight)
@@ -232,8 +228,6 @@ def bench_loss(repeats=15):
                 start = time.process_time()
                 _step(loss, pred, target, weight)
                 times[name].append(time.process_time() - start)
-    finally:
-        torch.set_num_threads(threads)
     t_ours, t_ref = (statistics.median(times[k]) for k in ('ours', 'ref'))
     peak_ours, peak_ref = (_peak_bytes(x, pred, target, weight)
                            for x in (ours, ref))

@@ -21,6 +21,8 @@ import time
 import numpy as np
 import torch
 
+from _threads import one_thread
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
 COMMAND = '.venv/bin/python benchmarks/bench_prior.py'
@@ -76,10 +78,8 @@ def bench_speed(model, dataset, num_images=128, batch_size=8):
     from mmdet_freebies.models.task_modules.prior_estimator import (
         estimate_prior, sample_indices)
     indices = sample_indices(len(dataset), num_images, 0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     times = {'ours': [], 'ref': []}
-    try:
+    with one_thread():
         for _ in range(3):  # interleaved, best of 3
             np.random.seed(0)
             start = time.perf_counter()
@@ -93,8 +93,6 @@ def bench_speed(model, dataset, num_images=128, batch_size=8):
             start = time.perf_counter()
             fg, valid = _forward_count(model, dataset, indices, batch_size)
             times['ref'].append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(threads)
     ours, ref = min(times['ours']), min(times['ref'])
     same = (est.num_fg, est.num_valid) == (fg, valid)
     return [

@@ -25,6 +25,8 @@ import time
 
 import torch
 
+from _threads import one_thread
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
 COMMAND = '.venv/bin/python benchmarks/bench_sampling_free.py'
@@ -203,14 +205,9 @@ def bench_faster_rcnn(data_root: str, iters: int = 10) -> list:
 
 
 def run() -> list:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # less exposed to other processes' load
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            root = _toy_root(tmp)
-            return bench_gls(root) + bench_faster_rcnn(root)
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread(), tempfile.TemporaryDirectory() as tmp:
+        root = _toy_root(tmp)
+        return bench_gls(root) + bench_faster_rcnn(root)
 
 
 if __name__ == '__main__':
