@@ -1,4 +1,5 @@
 """Paths and helpers shared by the tests (``tests/`` is on ``pythonpath``)."""
+import json
 import os
 import os.path as osp
 import socket
@@ -27,3 +28,18 @@ def run_two_ranks(script: str, *args: str, timeout: int = 120,
         str(script), *args
     ], env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
                           text=True, timeout=timeout, **kwargs)
+
+
+def json_per_rank(source: str, tmp_path, **kwargs) -> list:
+    """Run the script ``source`` as 2 ranks (see :func:`run_two_ranks`); it
+    writes its result as JSON to ``sys.argv[1] + str(rank)``. Returns the
+    two results, rank 0 first."""
+    script = tmp_path / 'rank.py'
+    script.write_text(source)
+    proc = run_two_ranks(script, str(tmp_path / 'out'), **kwargs)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = []
+    for rank in (0, 1):
+        with open(tmp_path / f'out{rank}') as f:
+            results.append(json.load(f))
+    return results

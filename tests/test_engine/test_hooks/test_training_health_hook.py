@@ -1,4 +1,3 @@
-import json
 import math
 from types import SimpleNamespace
 from unittest.mock import MagicMock
@@ -13,7 +12,7 @@ from mmdet_freebies.engine.hooks.training_health_hook import (
     REMEDIES, TrainingFailureError, TrainingHealthHook, _fg_scores,
     head_loss_ratios)
 
-from helpers import run_two_ranks
+from helpers import json_per_rank
 
 
 class _Head(nn.Module):
@@ -330,14 +329,7 @@ def test_ranks_stop_together(tmp_path):
     """2 gloo processes, a NaN on rank 1 only: both stop at iteration 3
     (a rank stopping alone would hang the other in DDP's all-reduce), and
     rank 0 says another rank found it."""
-    script = tmp_path / 'rank.py'
-    script.write_text(_RANK_STOPS)
-    proc = run_two_ranks(script, str(tmp_path / 'stop'), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = []
-    for rank in (0, 1):
-        with open(tmp_path / f'stop{rank}') as f:
-            results.append(json.load(f))
+    results = json_per_rank(_RANK_STOPS, tmp_path, cwd=tmp_path)
     assert [r.get('iter') for r in results] == [3, 3]
     assert [r['saved'] for r in results] == ['health_stop_iter_3.pth'] * 2
     assert 'another rank detected' in results[0]['message']
