@@ -20,6 +20,14 @@ def size_bucket(bboxes: np.ndarray) -> np.ndarray:
     return np.searchsorted(_SIZE_EDGES, area, side='right')
 
 
+def _same_class_only(overlaps: np.ndarray, pred_labels,
+                     labels) -> np.ndarray:
+    """``overlaps`` (detections x boxes) with other-class pairs set to -1."""
+    same = (np.asarray(pred_labels).reshape(-1, 1) ==
+            np.asarray(labels).reshape(1, -1))
+    return np.where(same, overlaps, -1.0)
+
+
 def match_image(pred_bboxes: np.ndarray,
                 pred_scores: np.ndarray,
                 pred_labels: np.ndarray,
@@ -56,17 +64,14 @@ def match_image(pred_bboxes: np.ndarray,
     gt_size = size_bucket(gt_bboxes)
     gt_matched = np.zeros(len(gt_bboxes), bool)
     # One IoU matrix for all pairs; the class mask keeps matching per class.
-    ious = bbox_overlaps(pred_bboxes, gt_bboxes)
-    same_class = (np.asarray(pred_labels).reshape(-1, 1) ==
-                  np.asarray(gt_labels).reshape(1, -1))
-    ious = np.where(same_class, ious, -1.0)
+    ious = _same_class_only(bbox_overlaps(pred_bboxes, gt_bboxes),
+                            pred_labels, gt_labels)
     ignored = np.zeros(len(pred_bboxes), bool)
     if len(ignore_bboxes) and len(pred_bboxes):
         crowd_iou = bbox_overlaps(pred_bboxes, ignore_bboxes, mode='iof')
         if ignore_labels is not None:
-            crowd_iou = np.where(
-                np.asarray(pred_labels).reshape(-1, 1) == np.asarray(
-                    ignore_labels).reshape(1, -1), crowd_iou, -1.0)
+            crowd_iou = _same_class_only(crowd_iou, pred_labels,
+                                         ignore_labels)
         ignored = crowd_iou.max(1) >= iou_thr
     for i in np.argsort(-np.asarray(pred_scores), kind='stable'):
         cand = np.where(gt_matched, -1.0, ious[i]) if len(gt_bboxes) else []
