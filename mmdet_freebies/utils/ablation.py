@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+from .toy import TOY_DATA_ROOT
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN = osp.join(REPO, 'tools', 'train.py')
 
@@ -74,7 +76,7 @@ def train_and_eval(config: str,
     """
     # the run starts in the repository: relative paths are the caller's
     config, work_dir = osp.abspath(config), osp.abspath(work_dir)
-    toy_data = osp.join(REPO, 'data/toy/') if toy_data is None else \
+    toy_data = osp.join(REPO, TOY_DATA_ROOT) if toy_data is None else \
         osp.abspath(toy_data)
     options = {'randomness.seed': seed, **(cfg_options or {})}
     cmd = [sys.executable, TRAIN, config, '--work-dir', work_dir,

@@ -247,7 +247,6 @@ class TrainingHealthHook(Hook):
                                   for k, v in head_ratio_ranges.items()}
         self.score_interval = score_interval
         self.detections: List[dict] = []
-        self._stop_message: Optional[str] = None
 
     # ----------------------------------------------------------- set-up
     def before_train(self, runner) -> None:
