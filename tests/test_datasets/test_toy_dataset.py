@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mmdet_freebies.datasets.toy import SHAPES, make_toy_dataset
+from mmdet_freebies.datasets.toy.generator import _mask
 
 
 def _digest(root):
@@ -66,11 +67,37 @@ def test_defaults_are_not_trivial(tmp_path):
     assert img.std() > 15
 
 
+@pytest.mark.parametrize('min_visible', [0.5, 0.8])
+def test_every_object_keeps_min_visible_of_its_pixels(tmp_path, min_visible):
+    """Redraw each annotation's shape in drawing order (the annotation
+    order): no later shape may cover more than 1 - min_visible of an earlier
+    one (an IoU limit alone let 3.5 % of the objects vanish)."""
+    paths = make_toy_dataset(str(tmp_path), num_train=60, num_val=1,
+                             min_visible=min_visible)
+    coco = json.load(open(paths['train']))
+    shown = []
+    for image in coco['images']:
+        masks = [
+            _mask(SHAPES[a['category_id'] - 1], np.array(a['bbox']),
+                  (image['height'], image['width']))
+            for a in coco['annotations'] if a['image_id'] == image['id']
+        ]
+        for i, mask in enumerate(masks):
+            covered = np.any(masks[i + 1:], axis=0) if i + 1 < len(masks) \
+                else np.zeros_like(mask)
+            shown.append((mask & ~covered).sum() / mask.sum())
+    assert len(shown) > 200
+    # the boxes are stored rounded to 0.01 px, which can move an edge pixel
+    assert min(shown) >= min_visible - 0.01
+
+
 @pytest.mark.parametrize('kwargs, match', [
     (dict(num_classes=0), 'num_classes=0'),
     (dict(num_classes=9), 'num_classes=9'),
     (dict(img_size=(8, 8)), 'img_size'),
     (dict(num_train=0), 'num_train=0'),
+    (dict(min_visible=1.5), 'min_visible=1.5'),
+    (dict(min_visible=-0.1), 'min_visible=-0.1'),
 ])
 def test_bad_options(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
