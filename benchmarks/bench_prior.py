@@ -6,10 +6,10 @@
    sizes and mmdet's ``head.get_targets`` (RetinaNet, the toy ResNet-18
    and 128 px images of ``--toy small``, batch 8, one process, same images,
    data loading included in both).
-2. Stability: the relative standard deviation of pi over 5 sample seeds for
-   growing ``num_images``; it justifies the default ``num_images=1000``
-   (the toy set has 512 training images, so 512 is the full set and its
-   spread is the random flip alone).
+2. Stability: the relative standard deviation of pi over 30 sample seeds
+   for growing ``num_images``; it justifies the default ``num_images=1000``
+   (the toy set has 512 training images, so 512 is the full set, 5 seeds,
+   and its spread is the random flip alone).
 
 Usage: ``.venv/bin/python benchmarks/bench_prior.py``
 """

@@ -6,11 +6,11 @@ stripes and pixel noise) carrying several filled shapes, one shape per class.
 Object sizes (the geometric mean of the sides) are log-uniform from
 ``min_size`` to ``max_frac`` of the image side, with aspect ratios from 1:2
 to 2:1, so COCO's small (< 32 px), medium and large buckets are all
-populated. Objects overlap at IoU < 0.2 only, and a later shape may not
-paint over more than half of an earlier one's pixels, so every annotated
-object stays at least ``min_visible`` visible (an IoU limit alone lets a
-small object vanish inside a later, larger one: 73 of 2079 training
-objects did in the first version of this generator).
+populated. Objects overlap at IoU < 0.2, and no later shape may paint over
+more than ``1 - min_visible`` of an earlier one's pixels: an IoU limit alone
+lets a small object vanish inside a later, larger one (in the first version
+of this generator 73 of 2079 training and 12 of 502 validation objects were
+completely hidden, yet annotated).
 """
 import json
 import os
