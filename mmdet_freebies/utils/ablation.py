@@ -25,7 +25,7 @@ METRICS = (('AP', 'coco/bbox_mAP'), ('AP50', 'coco/bbox_mAP_50'),
 _REG_WORDS = ('bbox', 'xy', 'wh', 'iou', 'centerness')
 
 
-def _read_scalars(work_dir: str) -> List[Dict]:
+def read_scalars(work_dir: str) -> List[Dict]:
     files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
                                       'scalars.json')))
     if not files:
@@ -90,7 +90,7 @@ def train_and_eval(config: str,
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
                               cwd=REPO)
     seconds = time.perf_counter() - start
-    records = _read_scalars(work_dir)
+    records = read_scalars(work_dir)
     history = [r for r in records if 'loss' in r]
     metrics = {}
     for r in records:
