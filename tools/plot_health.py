@@ -16,9 +16,12 @@ import sys
 
 from mmdet_freebies.utils.ablation import read_scalars
 
-PANELS = (('health/ratio_', 'cls / reg loss ratio'),
-          ('health/grad_norm_', 'grad norm of the cls layer'),
-          ('health/fg_max', 'highest foreground score'))
+# (key prefix, title, log scale)
+PANELS = (('health/ratio_', 'cls / reg loss ratio', True),
+          ('health/grad_norm_', 'grad norm of the cls layer', True),
+          ('health/fg_max', 'highest foreground score', False))
+# TrainingHealthHook's default ratio_range, drawn where the ratios come near
+RATIO_BOUNDS = (0.05, 5)
 
 
 def parse_args(argv=None):
@@ -54,7 +57,7 @@ def main(argv=None) -> int:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.4))
-    for ax, (prefix, title) in zip(axes, PANELS):
+    for ax, (prefix, title, log) in zip(axes, PANELS):
         for i, (label, records) in enumerate(runs.items()):
             keys = sorted({k for r in records for k in r
                            if k.startswith(prefix)})
@@ -65,7 +68,14 @@ def main(argv=None) -> int:
                         marker='.', color=f'C{i}',
                         linestyle=('-', '--', ':', '-.')[j % 4],
                         label=f'{label} {name}' if name else label)
-        ax.set_yscale('log')
+        if prefix == 'health/ratio_':
+            low, high = ax.get_ylim()
+            for bound in RATIO_BOUNDS:
+                if low / 2 <= bound <= high * 2:
+                    ax.axhline(bound, color='grey', linestyle='--',
+                               label=f'default bound {bound}')
+        if log:
+            ax.set_yscale('log')
         ax.set_title(title, fontsize=9)
         ax.set_xlabel('iteration')
         ax.grid(alpha=0.3)
