@@ -190,8 +190,8 @@ class TrainingHealthHook(Hook):
             of ``ratio_range``. Defaults to None, meaning
             ``dict(rpn=(0.01, 100.0))``: the RPN's box loss covers only the
             few positives of its 256 sampled anchors, so a healthy RPN
-            runs at ratios of 3 to 500 early on (toy Faster R-CNN, median
-            about 12 in its first 40 iterations).
+            runs at ratios of 5 to 400 early on (toy Faster R-CNN, median
+            about 19 in its first 40 iterations).
         score_interval (int): Iterations between score samples. Defaults
             to 5.
     """
