@@ -328,8 +328,8 @@ def estimate_prior(model: nn.Module,
             training pipeline), or its config.
         num_images (int, optional): Images to sample (seeded, without
             replacement); None counts the whole dataset, as the official
-            code. Defaults to 1000 (relative std of pi about 1.5 %, as
-            extrapolated from the toy set's 3.2 % at 128 images, see
+            code. Defaults to 1000 (relative std of pi about 1.4 %, as
+            extrapolated from the toy set's 3.9 % at 128 images, see
             ``benchmarks/bench_prior.py``).
         head (nn.Module, optional): Head to count instead of the one found
             by :func:`find_dense_head`. Defaults to None.
