@@ -5,13 +5,37 @@ disabled for the last ``--no-mixup-epochs`` = 20 epochs (of 280 on COCO, of
 200 on VOC) so the model finishes on natural images.
 """
 import warnings
-from typing import Sequence
+from typing import List, Sequence
 
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 from mmdet.datasets import MultiImageMixDataset
+from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
+from mmdet.models.roi_heads import BaseRoIHead
+from mmdet.models.roi_heads.bbox_heads import BBoxHead
 from mmdet.registry import HOOKS
+from torch import nn
+
+from ...models.dense_heads import WeightedYOLOV3Head
+from ...models.roi_heads.weighted_roi_head import (GTWeightedBBoxHeadMixin,
+                                                   GTWeightedRoIHeadMixin)
+from ...models.utils import GTWeightedAnchorHeadMixin
 
 DEFAULT_MIXUP_TYPES = ('VisuallyCoherentMixup', 'VisuallyCoherentMixupCached')
+
+
+def heads_ignoring_weights(model: nn.Module) -> List[str]:
+    """The heads of ``model`` that would train every object at weight 1:
+    mmdet's dense, RoI and bbox heads do not read ``gt_instances.weights``,
+    only the pack's weighted heads (docs/weighted_loss.md) do."""
+    if is_model_wrapper(model):
+        model = model.module
+    weighted = {BaseDenseHead: (GTWeightedAnchorHeadMixin, WeightedYOLOV3Head),
+                BaseRoIHead: GTWeightedRoIHeadMixin,
+                BBoxHead: GTWeightedBBoxHeadMixin}
+    return [f'{name} ({type(m).__name__})' for name, m in model.named_modules()
+            if any(isinstance(m, kind) and not isinstance(m, ok)
+                   for kind, ok in weighted.items())]
 
 
 @HOOKS.register_module()
@@ -61,11 +85,21 @@ class MixupSwitchHook(Hook):
         self._has_switched = False
 
     def before_train(self, runner) -> None:
-        """Warn when the switch leaves no epoch with mixup."""
+        """Warn when the switch leaves no epoch with mixup, or when a head of
+        the model would ignore the mixup weights."""
         if self.num_last_epochs >= runner.max_epochs:
             warnings.warn(f'MixupSwitchHook: num_last_epochs='
                           f'{self.num_last_epochs} >= max_epochs='
                           f'{runner.max_epochs}, mixup is never used')
+        plain = heads_ignoring_weights(runner.model)
+        if plain:
+            warnings.warn(
+                'MixupSwitchHook: mixup weights each object by its blend '
+                'ratio (gt_instances.weights), but these heads ignore the '
+                f'weights and train mixed-in objects at full weight: {plain}. '
+                'Use the weighted heads (WeightedRetinaHead, WeightedRPNHead, '
+                'WeightedYOLOV3Head, WeightedStandardRoIHead with '
+                'WeightedShared2FCBBoxHead), see docs/weighted_loss.md')
 
     def before_train_epoch(self, runner) -> None:
         """Switch mixup off once the last ``num_last_epochs`` start."""

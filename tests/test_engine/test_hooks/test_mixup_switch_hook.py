@@ -1,6 +1,9 @@
 """MixupSwitchHook: mixup runs until max_epochs - num_last_epochs and not
 after, for the MultiImageMixDataset wrapper and for the cached transform in
-a plain pipeline, through dataset wrappers and persistent workers."""
+a plain pipeline, through dataset wrappers and persistent workers; a model
+whose heads would ignore the mixup weights is reported."""
+import re
+import warnings
 from types import SimpleNamespace
 from unittest.mock import MagicMock
 
@@ -12,9 +15,11 @@ from mmengine.hooks import Hook
 from torch.utils.data import DataLoader
 
 from mmdet.datasets import MultiImageMixDataset
-from mmdet.registry import HOOKS
+from mmdet.registry import HOOKS, MODELS
 from mmdet.structures.bbox import HorizontalBoxes
 from mmdet_freebies.engine.hooks import MixupSwitchHook
+from mmdet_freebies.engine.hooks.mixup_switch_hook import \
+    heads_ignoring_weights
 
 
 def _load(results):
@@ -55,7 +60,7 @@ def runner(dataset, epoch, max_epochs=5, **loader_kwargs):
         dataset=dataset, persistent_workers=False)
     return SimpleNamespace(
         epoch=epoch, max_epochs=max_epochs, train_dataloader=loader,
-        logger=MagicMock())
+        logger=MagicMock(), model=torch.nn.Module())
 
 
 @pytest.mark.parametrize('make', [wrapper_dataset, cached_dataset])
@@ -146,6 +151,36 @@ def test_warnings_and_bad_arguments():
             MixupSwitchHook(num_last_epochs=value)
     with pytest.raises(ValueError, match='type_keys'):
         MixupSwitchHook(type_keys='VisuallyCoherentMixup')
+
+
+@pytest.mark.parametrize('config, plain', [
+    ('yolov3_mixup.py', []),
+    ('faster_rcnn_mixup.py', []),
+    ('yolov3_baseline.py', ['bbox_head (YOLOV3Head)']),
+    ('retinanet_fl.py', ['bbox_head (RetinaHead)']),
+    ('faster_rcnn_biased.py', ['rpn_head (RPNHead)',
+                               'roi_head (StandardRoIHead)',
+                               'roi_head.bbox_head (Shared2FCBBoxHead)']),
+])
+def test_reports_the_heads_that_ignore_the_weights(toy_cfg, config, plain):
+    model = MODELS.build(toy_cfg(config).model)
+    assert heads_ignoring_weights(model) == plain
+    hook, train = MixupSwitchHook(num_last_epochs=1), runner(None, 0)
+    train.model = model
+    if plain:
+        with pytest.warns(UserWarning, match=re.escape(str(plain))):
+            hook.before_train(train)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            hook.before_train(train)
+
+
+def test_a_plain_roi_head_around_a_weighted_bbox_head_is_reported(toy_cfg):
+    cfg = toy_cfg('faster_rcnn_mixup.py').model
+    cfg.roi_head.type = 'StandardRoIHead'
+    assert heads_ignoring_weights(MODELS.build(cfg)) == [
+        'roi_head (StandardRoIHead)']
 
 
 @HOOKS.register_module()
