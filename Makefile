@@ -7,7 +7,7 @@ TOY_DATA := data/toy/annotations/train.json
 install:
 	@bash tools/install.sh
 
-$(TOY_DATA): | install
+$(TOY_DATA): mmdet_freebies/datasets/toy/generator.py | install
 	$(PY) tools/make_toy_dataset.py --out data/toy
 
 data: install $(TOY_DATA)

@@ -30,6 +30,8 @@ from typing import Any, Callable, Dict, List
 import torch
 from mmengine.config import Config, ConfigDict
 
+from ..datasets.toy import GENERATOR_VERSION
+
 # Presets: 'tiny' for unit tests (a few iterations), 'small' for the demo
 # and ablations (a model that clearly learns in a few minutes).
 TOY_SIZES: Dict[str, Dict[str, Any]] = {
@@ -84,7 +86,16 @@ def _toy_classes(data_root: str) -> tuple:
             f'`python tools/make_toy_dataset.py --out {data_root}` '
             '(or `make data`) first')
     with open(ann) as f:
-        cats = json.load(f)['categories']
+        coco = json.load(f)
+    version = coco.get('info', {}).get('generator_version', 1)
+    if version != GENERATOR_VERSION:
+        warnings.warn(
+            f'toy annotation file {ann!r} was written by generator version '
+            f'{version}, the current one is {GENERATOR_VERSION}: results '
+            'will differ from the docs; regenerate it with `rm -rf '
+            f'{data_root} && python tools/make_toy_dataset.py --out '
+            f'{data_root}`')
+    cats = coco['categories']
     if not cats:
         raise ValueError(f'toy annotation file {ann!r} has no categories')
     return tuple(c['name'] for c in sorted(cats, key=lambda c: c['id']))

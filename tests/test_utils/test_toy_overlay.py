@@ -1,10 +1,14 @@
+import json
+import shutil
+import warnings
+
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from mmdet.registry import DATASETS
-from mmdet_freebies.datasets.toy import make_toy_dataset
+from mmdet_freebies.datasets.toy import GENERATOR_VERSION, make_toy_dataset
 from mmdet_freebies.utils.toy import apply_toy
 
 from helpers import CONFIGS
@@ -93,3 +97,21 @@ def test_unknown_size_and_missing_data(tmp_path):
         apply_toy(cfg, 'tiny', str(tmp_path / 'nowhere'))
     with pytest.raises(ValueError, match="no 'model'"):
         apply_toy(Config(dict(a=1)), 'tiny', str(tmp_path))
+
+
+def test_data_of_another_generator_version_warns(tmp_path, toy_data_root):
+    """Toy data written before the generator changed gives other results
+    than the docs: apply_toy says so (the first version had no stamp)."""
+    root = tmp_path / 'old'
+    shutil.copytree(toy_data_root, root)
+    ann = root / 'annotations' / 'train.json'
+    coco = json.loads(ann.read_text())
+    cfg = Config.fromfile(f'{CONFIGS}/retinanet_fl.py')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        apply_toy(cfg.copy(), 'tiny', str(root))
+    del coco['info']['generator_version']
+    ann.write_text(json.dumps(coco))
+    with pytest.warns(UserWarning, match=f'generator version 1, the current '
+                      f'one is {GENERATOR_VERSION}'):
+        apply_toy(cfg, 'tiny', str(root))

@@ -1,3 +1,3 @@
-from .generator import SHAPES, make_toy_dataset
+from .generator import GENERATOR_VERSION, SHAPES, make_toy_dataset
 
-__all__ = ['SHAPES', 'make_toy_dataset']
+__all__ = ['GENERATOR_VERSION', 'SHAPES', 'make_toy_dataset']

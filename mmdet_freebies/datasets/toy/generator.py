@@ -23,6 +23,11 @@ import numpy as np
 SHAPES = ('rectangle', 'ellipse', 'triangle', 'cross', 'ring', 'diamond',
           'hexagon', 'star')
 
+# Stored in the annotation files' ``info``; raise it whenever the same
+# arguments start to give different data, so that stale data is noticed.
+# 2: later shapes may not hide earlier objects (``min_visible``).
+GENERATOR_VERSION = 2
+
 # Every class has its own base hue (OpenCV hue, 0-179), so the task is
 # learnable in minutes on a CPU but still needs the shape for near hues.
 _HUES = (0, 60, 120, 25, 150, 90, 10, 40)
@@ -241,7 +246,8 @@ def make_toy_dataset(out_dir: str,
         coco = dict(images=images, annotations=annotations,
                     categories=categories,
                     info=dict(description='mmdet_freebies toy dataset',
-                              seed=seed))
+                              seed=seed,
+                              generator_version=GENERATOR_VERSION))
         os.makedirs(osp.join(out_dir, 'annotations'), exist_ok=True)
         paths[split] = osp.join(out_dir, 'annotations', f'{split}.json')
         with open(paths[split], 'w') as f:
