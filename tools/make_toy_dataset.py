@@ -25,13 +25,17 @@ def main(argv=None):
     parser.add_argument('--num-classes', type=int, default=4)
     parser.add_argument('--img-size', type=parse_size, default=(128, 128),
                         help='WxH, e.g. 128x128')
+    parser.add_argument('--min-visible', type=float, default=0.5,
+                        help='share of its pixels every object keeps '
+                        'visible under the later shapes')
     args = parser.parse_args(argv)
     try:
         paths = make_toy_dataset(args.out, seed=args.seed,
                                  num_train=args.num_train,
                                  num_val=args.num_val,
                                  num_classes=args.num_classes,
-                                 img_size=args.img_size)
+                                 img_size=args.img_size,
+                                 min_visible=args.min_visible)
     except ValueError as e:
         parser.error(str(e))
     for split, path in paths.items():

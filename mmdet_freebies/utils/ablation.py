@@ -26,6 +26,9 @@ _REG_WORDS = ('bbox', 'xy', 'wh', 'iou', 'centerness')
 
 
 def read_scalars(work_dir: str) -> List[Dict]:
+    """The records of a run's latest ``<timestamp>/vis_data/scalars.json``
+    under ``work_dir`` (mmengine writes one folder per launch), or ``[]``
+    when there is none."""
     files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
                                       'scalars.json')))
     if not files:

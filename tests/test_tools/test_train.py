@@ -2,7 +2,6 @@
 tools/test.py, tools/dist_train.sh and the slurm launcher with 2 gloo
 processes, and openmim's `mim train`."""
 import glob
-import json
 import os
 import os.path as osp
 import pickle
@@ -11,6 +10,8 @@ import sys
 
 import pytest
 import torch
+
+from mmdet_freebies.utils.ablation import read_scalars
 
 from helpers import CONFIGS, REPO, free_port
 
@@ -29,9 +30,9 @@ def _run(cmd, **kw):
 
 
 def _scalars(work_dir):
-    path = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
-                                     'scalars.json')))[-1]
-    return [json.loads(line) for line in open(path)]
+    records = read_scalars(work_dir)
+    assert records, f'no scalars.json under {work_dir}'
+    return records
 
 
 @pytest.mark.slow

@@ -6,8 +6,9 @@ stripes and pixel noise) carrying several filled shapes, one shape per class.
 Object sizes (the geometric mean of the sides) are log-uniform from
 ``min_size`` to ``max_frac`` of the image side, with aspect ratios from 1:2
 to 2:1, so COCO's small (< 32 px), medium and large buckets are all
-populated. Objects overlap at IoU < 0.2, and no later shape may paint over
-more than ``1 - min_visible`` of an earlier one's pixels: an IoU limit alone
+populated. Objects overlap at IoU < 0.2, and the later shapes together may
+paint over at most ``1 - min_visible`` of an earlier one's pixels: an IoU
+limit alone
 lets a small object vanish inside a later, larger one (in the first version
 of this generator 73 of 2079 training and 12 of 502 validation objects were
 completely hidden, yet annotated).
@@ -134,8 +135,23 @@ def make_image(rng: np.random.Generator,
                min_size: float,
                max_frac: float,
                min_visible: float = 0.5) -> Tuple[np.ndarray, List[Dict]]:
-    """One image and its annotations (xywh boxes, 0-based labels, in drawing
-    order)."""
+    """One image and its annotations.
+
+    Args:
+        rng (np.random.Generator): The split's random generator.
+        img_size (tuple[int, int]): (width, height).
+        num_classes (int): Number of classes (shapes) to draw from.
+        objects (tuple[int, int]): Min and max number of placements; a
+            placement that fails 20 tries is left out.
+        min_size (float): Smallest object size in pixels.
+        max_frac (float): Largest object size as a fraction of the side.
+        min_visible (float): Share of its pixels every object keeps
+            visible. Defaults to 0.5.
+
+    Returns:
+        tuple: The image (uint8, HxWx3) and its annotations (xywh boxes,
+        0-based labels), in drawing order.
+    """
     w, h = img_size
     img = _background(rng, h, w)
     owner = np.zeros((h, w), np.int64)  # which object (1, 2, ...) shows
@@ -197,8 +213,8 @@ def make_toy_dataset(out_dir: str,
         num_val (int): Validation images. Defaults to 128.
         num_classes (int): Number of classes, 1 to 8. Defaults to 4.
         img_size (tuple[int, int]): (width, height). Defaults to (128, 128).
-        objects (tuple[int, int]): Min and max objects per image.
-            Defaults to (2, 6).
+        objects (tuple[int, int]): Min and max placements per image; a
+            placement that fails 20 tries is left out. Defaults to (2, 6).
         min_size (float): Smallest object size (geometric mean of the
             sides) in pixels. Defaults to 8.
         max_frac (float): Largest object size as a fraction of the image

@@ -1,0 +1,37 @@
+"""tools/make_toy_dataset.py: writes the dataset with the given options and
+rejects bad ones through argparse."""
+import json
+import os.path as osp
+import sys
+
+import pytest
+
+from helpers import REPO
+
+sys.path.insert(0, osp.join(REPO, 'tools'))
+try:
+    import make_toy_dataset
+finally:
+    sys.path.pop(0)
+
+
+def test_writes_the_dataset(tmp_path, capsys):
+    make_toy_dataset.main(['--out', str(tmp_path), '--num-train', '3',
+                           '--num-val', '2', '--img-size', '48x32',
+                           '--num-classes', '2', '--min-visible', '0.8'])
+    train = json.load(open(tmp_path / 'annotations' / 'train.json'))
+    assert len(train['images']) == 3
+    assert {(i['width'], i['height']) for i in train['images']} == {(48, 32)}
+    assert len(train['categories']) == 2
+    assert 'train: ' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--min-visible', '1.5'], 'min_visible=1.5 must be in'),
+    (['--img-size', '64'], '--img-size must look like 128x128'),
+    (['--num-classes', '9'], 'num_classes=9'),
+])
+def test_bad_options(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit):
+        make_toy_dataset.main(['--out', str(tmp_path)] + args)
+    assert message in capsys.readouterr().err
