@@ -8,10 +8,9 @@ Object sizes (the geometric mean of the sides) are log-uniform from
 to 2:1, so COCO's small (< 32 px), medium and large buckets are all
 populated. Objects overlap at IoU < 0.2, and the later shapes together may
 paint over at most ``1 - min_visible`` of an earlier one's pixels: an IoU
-limit alone
-lets a small object vanish inside a later, larger one (in the first version
-of this generator 73 of 2079 training and 12 of 502 validation objects were
-completely hidden, yet annotated).
+limit alone lets a small object vanish inside a later, larger one (in the
+first version of this generator 73 of 2079 training and 12 of 502
+validation objects were completely hidden, yet annotated).
 """
 import json
 import os
