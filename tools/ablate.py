@@ -15,7 +15,7 @@ from mmengine.config import DictAction
 
 from mmdet_freebies.utils.ablation import (markdown_table, plot_losses,
                                            train_and_eval)
-from mmdet_freebies.utils.toy import TOY_SIZES
+from mmdet_freebies.utils.cli import toy_size
 
 
 def main(argv=None):
@@ -23,7 +23,7 @@ def main(argv=None):
     parser.add_argument('configs', nargs='+')
     parser.add_argument('--work-dir', default='work_dirs/ablate')
     parser.add_argument('--toy', nargs='?', const='small', default=None,
-                        metavar='SIZE')
+                        metavar='SIZE', type=toy_size)
     parser.add_argument('--toy-data', default=None,
                         help="toy dataset root (default: the repository's "
                         'data/toy/)')
@@ -31,9 +31,6 @@ def main(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         default={})
     args = parser.parse_args(argv)
-    if args.toy is not None and args.toy not in TOY_SIZES:
-        parser.error(f'unknown --toy size {args.toy!r}; choose one of '
-                     f'{sorted(TOY_SIZES)}')
     for path in args.configs:
         if not osp.isfile(path):
             parser.error(f'config file {path!r} does not exist')

@@ -120,6 +120,7 @@ def plot_sweep(key: str, values: Sequence[float], results: Sequence[Dict],
 
 
 def parse_args(argv=None):
+    from mmdet_freebies.utils.cli import toy_size
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config')
     parser.add_argument('--key', required=True,
@@ -128,7 +129,8 @@ def parse_args(argv=None):
     parser.add_argument('--values', required=True,
                         help='comma-separated weights, e.g. 0.1,0.5,1,2')
     parser.add_argument('--toy', nargs='?', const='small', default=None,
-                        metavar='SIZE', help='run on the toy dataset')
+                        metavar='SIZE', type=toy_size,
+                        help='run on the toy dataset')
     parser.add_argument('--toy-data', default=None,
                         help="toy dataset root (default: the repository's "
                         'data/toy/)')
@@ -138,10 +140,6 @@ def parse_args(argv=None):
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='score threshold of DetectionErrorMetric')
     args = parser.parse_args(argv)
-    from mmdet_freebies.utils.toy import TOY_SIZES
-    if args.toy is not None and args.toy not in TOY_SIZES:
-        parser.error(f'unknown --toy size {args.toy!r}; choose one of '
-                     f'{sorted(TOY_SIZES)}')
     if not 0 <= args.score_thr <= 1:
         parser.error(f'--score-thr must be in [0, 1], got {args.score_thr}')
     return args

@@ -12,7 +12,8 @@ from typing import List, Optional
 import torch
 from mmengine.config import Config, DictAction
 
-from .toy import TOY_DATA_ROOT, TOY_SIZES, apply_toy, find_datasets
+from .toy import (TOY_DATA_ROOT, TOY_SIZES, apply_toy, check_toy_size,
+                  find_datasets)
 
 # Annotation files above this size are only checked for existence: parsing
 # COCO train2017 (450 MB) twice would cost half a minute.
@@ -21,6 +22,16 @@ _PARSE_LIMIT = 50 * 2**20
 
 class UserInputError(Exception):
     """A problem with the user's config, data or flags."""
+
+
+def toy_size(text: str) -> str:
+    """argparse ``type`` of ``--toy``: a key of ``TOY_SIZES``, checked while
+    the arguments are parsed."""
+    try:
+        check_toy_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+    return text
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +46,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     parser.add_argument(
         '--toy', nargs='?', const='small', default=None, metavar='SIZE',
+        type=toy_size,
         help='run on the embedded synthetic dataset with a tiny backbone '
         f'and short schedule; SIZE is one of {sorted(TOY_SIZES)} '
         '(default: small)')
@@ -56,9 +68,6 @@ def load_config(args: argparse.Namespace) -> Config:
         raise UserInputError(
             f'cannot load config {args.config!r}: {type(e).__name__}: {e}')
     if args.toy is not None:
-        if args.toy not in TOY_SIZES:
-            raise UserInputError(f'unknown --toy size {args.toy!r}; choose '
-                                 f'one of {sorted(TOY_SIZES)}')
         try:
             apply_toy(cfg, args.toy, args.toy_data)
         except (FileNotFoundError, ValueError) as e:

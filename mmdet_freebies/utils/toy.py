@@ -78,6 +78,14 @@ def find_datasets(node: Any) -> List[dict]:
     return found
 
 
+def check_toy_size(size: str) -> None:
+    """Raise a ValueError naming ``size`` unless it is a key of
+    ``TOY_SIZES``."""
+    if size not in TOY_SIZES:
+        raise ValueError(f'unknown --toy size {size!r}; choose one of '
+                         f'{sorted(TOY_SIZES)}')
+
+
 def _toy_classes(data_root: str) -> tuple:
     ann = osp.join(data_root, _ANN['train'])
     if not osp.isfile(ann):
@@ -257,9 +265,7 @@ def apply_toy(cfg: Config, size: str = 'small',
     Returns:
         Config: ``cfg`` itself, for chaining.
     """
-    if size not in TOY_SIZES:
-        raise ValueError(f'unknown --toy size {size!r}; choose one of '
-                         f'{sorted(TOY_SIZES)}')
+    check_toy_size(size)
     for key in ('model', 'train_dataloader', 'train_cfg', 'optim_wrapper'):
         if key not in cfg:
             raise ValueError(f'cannot apply --toy: the config has no '
