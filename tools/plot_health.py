@@ -12,7 +12,6 @@ Example:
         --labels retinanet_ce retinanet_fl --out health.png
 """
 import argparse
-import glob
 import os
 import os.path as osp
 import sys
@@ -49,11 +48,11 @@ def load_runs(work_dirs, labels):
                              'own with --labels')
     runs = []
     for work_dir, label in zip(work_dirs, labels):
-        if not glob.glob(osp.join(work_dir, '*', 'vis_data',
-                                  'scalars.json')):
+        records = read_scalars(work_dir)
+        if not records:
             raise UserInputError(f'{work_dir}: no */vis_data/scalars.json '
                                  '(not a training work dir?)')
-        records = [r for r in read_scalars(work_dir)
+        records = [r for r in records
                    if any(k.startswith('health/') for k in r)]
         if not records:
             raise UserInputError(f'{work_dir}: no health/ scalars in its '
