@@ -479,7 +479,7 @@ class TrainingHealthHook(Hook):
         self.detections.append(dict(iter=it, pattern=pattern,
                                     evidence=evidence, message=message))
         runner.logger.warning(message)
-        if self._stop_message is None:
+        if self.action == 'stop' and self._stop_message is None:
             self._stop_message = message
 
     def _stop_together(self, runner, it: int) -> None:
