@@ -42,7 +42,7 @@ class _BalancedL1(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pred: Tensor, target: Tensor, weight: Optional[Tensor],
                 alpha: float, gamma: float, beta: float, reduction: str,
-                scale: Union[float, Tensor]) -> Tensor:
+                scale: float) -> Tensor:
         # Every step below works in place where it can: the peak is four
         # tensors of pred's size (five when beta != 1), and the gradient is
         # the only one that outlives the call.
@@ -63,8 +63,7 @@ class _BalancedL1(torch.autograd.Function):
             grad.mul_(x.sign_())  # d|x|/dx, 0 at x = 0 as autograd's abs
             if weight is not None:
                 grad.mul_(weight)
-            grad = grad * scale if isinstance(scale, Tensor) else \
-                grad.mul_(scale)
+            grad.mul_(scale)
         del x, log_term
         outer = d.mul_(gamma).add_(gamma / b - alpha * beta)
         loss = torch.where(linear, outer, loss, out=loss)
@@ -76,9 +75,11 @@ class _BalancedL1(torch.autograd.Function):
         if weight is not None:
             loss = loss * weight if keep_loss else loss.mul_(weight)
         if reduction != 'none':
-            return loss.sum() * scale
-        return loss * scale if keep_loss or isinstance(scale, Tensor) else \
-            loss.mul_(scale)
+            # accumulate half precision in float32, as mmdet's mean() does,
+            # so that a sum beyond the half range does not overflow
+            acc = torch.promote_types(loss.dtype, torch.float32)
+            return loss.sum(dtype=acc).mul_(scale).to(loss.dtype)
+        return loss * scale if keep_loss else loss.mul_(scale)
 
     @staticmethod
     @once_differentiable
@@ -185,6 +186,11 @@ def fused_balanced_l1_loss(pred: Tensor,
             scale = loss_weight / (avg_factor + eps)
     else:
         scale = loss_weight
+    if isinstance(scale, Tensor):
+        # a tensor avg_factor scales outside the function, so that autograd
+        # also differentiates the normaliser, as it does through mmdet's
+        return _BalancedL1.apply(pred, target, weight, alpha, gamma, beta,
+                                 reduction, 1.0) * scale
     return _BalancedL1.apply(pred, target, weight, alpha, gamma, beta,
                              reduction, scale)
 

@@ -127,6 +127,36 @@ def test_target_and_weight_gradients_equal_mmdet():
     torch.testing.assert_close(grads[0][1], -grads[0][0])
 
 
+
+def test_tensor_avg_factor_gradient_equals_mmdet():
+    """A tensor avg_factor that needs a gradient gets mmdet's gradient."""
+    pred, target, weight = _inputs(9, seed=4)
+    grads = []
+    for loss in (FusedBalancedL1Loss(), BalancedL1Loss()):
+        p = pred.detach().clone().requires_grad_()
+        avg_factor = torch.tensor(4.0, requires_grad=True)
+        loss(p, target, weight=weight, avg_factor=avg_factor).backward()
+        grads.append((p.grad, avg_factor.grad))
+    for ours, ref in zip(*grads):
+        torch.testing.assert_close(ours, ref, **TOL)
+    assert grads[0][1] < 0
+
+
+@pytest.mark.parametrize('avg_factor', [None, 50000.0])
+def test_half_inputs_are_summed_in_float32(avg_factor):
+    """A half-precision loss whose sum exceeds the half range (65504) stays
+    finite: the sum accumulates in float32 before the normaliser."""
+    g = torch.Generator().manual_seed(5)
+    pred = torch.randn(20000, 4, generator=g) * 3
+    target = torch.zeros(20000, 4)
+    out = FusedBalancedL1Loss()(pred.half(), target.half(),
+                                avg_factor=avg_factor)
+    ref = BalancedL1Loss()(pred.half().float(), target, avg_factor=avg_factor)
+    assert out.dtype == torch.float16
+    assert (out.float() * 80000 > 65504 if avg_factor is None else
+            out.float() * avg_factor > 65504)
+    torch.testing.assert_close(out.float(), ref, rtol=2e-3, atol=0)
+
 def test_saves_one_tensor_for_backward():
     """Ours keeps only the gradient; mmdet's autograd graph keeps several
     tensors of the input's size (the memory the benchmark measures)."""
