@@ -255,6 +255,28 @@ def test_no_proposals():
     _check_counts(sampling, 0, 0)
 
 
+
+@pytest.mark.parametrize('cfg,num_neg', [
+    (dict(neg_pos_ub=1), 4),  # at most one negative per positive
+    (dict(neg_pos_ub=0), 0),
+    (dict(num=0), 0),
+    (dict(floor_thr=0.1, floor_fraction=1), 60),  # all under floor_thr
+    (dict(floor_thr=0, floor_fraction=0.5, num_bins=1), 60),
+])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
+def test_counts_at_the_edges_of_the_arguments(cfg, num_neg, dtype):
+    """3 positives + 1 gt added, 560 negatives: the counts mmdet's
+    BaseSampler.sample asks for, with float16 IoUs too."""
+    case = Case.make([3], _neg_ious())
+    case.ious = case.ious.to(dtype)
+    cfg = dict(dict(num=64, pos_fraction=0.25), **cfg)
+    for instance_balanced_pos in (False, True):
+        sampler = _ours(instance_balanced_pos=instance_balanced_pos, **cfg)
+        sampling, ious = case.draw(sampler, 0)
+        _check_counts(sampling, min(4, int(cfg['num'] * 0.25)), num_neg)
+        if cfg.get('floor_fraction') == 1:
+            assert ious[sampling.neg_inds].max() < 0.1
+
 @pytest.mark.parametrize('instance_balanced_pos', [False, True])
 def test_counts_exact_and_unique_on_random_assignments(instance_balanced_pos):
     """2000 proposals, 1 to 50 gts, 512 samples: exactly
