@@ -20,13 +20,15 @@ TEST = osp.join(REPO, 'tools', 'test.py')
 BIN = osp.dirname(sys.executable)
 
 
-def _run(cmd, **kw):
-    env = dict(os.environ, PYTHON=sys.executable,
-               PATH=BIN + os.pathsep + os.environ['PATH'],
-               OMP_NUM_THREADS='1')
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600, **kw)
-    return proc
+def _run(cmd, env=None, timeout=600):
+    """Run ``cmd`` in the repository; ``env`` replaces the default
+    environment (this interpreter's bin first on PATH, one thread)."""
+    if env is None:
+        env = dict(os.environ, PYTHON=sys.executable,
+                   PATH=BIN + os.pathsep + os.environ['PATH'],
+                   OMP_NUM_THREADS='1')
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def _scalars(work_dir):
@@ -168,10 +170,10 @@ def test_slurm_launcher_two_gloo_processes(tmp_path, toy_data_root):
 def test_slurm_launcher_outside_srun_says_what_is_missing(
         toy_data_root):
     def train(env):
-        return subprocess.run(
+        return _run(
             [sys.executable, TRAIN, f'{CONFIGS}/retinanet_fl.py', '--toy',
              'tiny', '--toy-data', toy_data_root, '--launcher', 'slurm'],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+            env=env, timeout=300)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith('SLURM')}
     proc = train(env)
