@@ -127,7 +127,6 @@ def test_target_and_weight_gradients_equal_mmdet():
     torch.testing.assert_close(grads[0][1], -grads[0][0])
 
 
-
 def test_tensor_avg_factor_gradient_equals_mmdet():
     """A tensor avg_factor that needs a gradient gets mmdet's gradient."""
     pred, target, weight = _inputs(9, seed=4)
@@ -156,6 +155,7 @@ def test_half_inputs_are_summed_in_float32(avg_factor):
     assert (out.float() * 80000 > 65504 if avg_factor is None else
             out.float() * avg_factor > 65504)
     torch.testing.assert_close(out.float(), ref, rtol=2e-3, atol=0)
+
 
 def test_saves_one_tensor_for_backward():
     """Ours keeps only the gradient; mmdet's autograd graph keeps several

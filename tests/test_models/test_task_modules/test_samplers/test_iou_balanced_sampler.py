@@ -255,7 +255,6 @@ def test_no_proposals():
     _check_counts(sampling, 0, 0)
 
 
-
 @pytest.mark.parametrize('cfg,num_neg', [
     (dict(neg_pos_ub=1), 4),  # at most one negative per positive
     (dict(neg_pos_ub=0), 0),
@@ -276,6 +275,7 @@ def test_counts_at_the_edges_of_the_arguments(cfg, num_neg, dtype):
         _check_counts(sampling, min(4, int(cfg['num'] * 0.25)), num_neg)
         if cfg.get('floor_fraction') == 1:
             assert ious[sampling.neg_inds].max() < 0.1
+
 
 @pytest.mark.parametrize('instance_balanced_pos', [False, True])
 def test_counts_exact_and_unique_on_random_assignments(instance_balanced_pos):
