@@ -1,4 +1,5 @@
 """Paths and helpers shared by the tests (``tests/`` is on ``pythonpath``)."""
+import importlib
 import json
 import os
 import os.path as osp
@@ -8,6 +9,15 @@ import sys
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'configs')
+
+
+def import_tool(name: str):
+    """Import ``tools/<name>.py``: the tools are scripts, not a package."""
+    sys.path.insert(0, osp.join(REPO, 'tools'))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
 
 
 def free_port() -> int:

@@ -1,18 +1,12 @@
 """tools/browse_mixup.py: a grid of mixed samples whose boxes show their
 weights, and clear errors for bad arguments."""
-import os.path as osp
-import sys
 
 import cv2
 import pytest
 
-from helpers import CONFIGS, REPO
+from helpers import CONFIGS, import_tool
 
-sys.path.insert(0, osp.join(REPO, 'tools'))
-try:
-    import browse_mixup
-finally:
-    sys.path.pop(0)
+browse_mixup = import_tool('browse_mixup')
 
 
 def test_writes_a_grid_of_the_training_samples(tmp_path, toy_data_root,

@@ -1,18 +1,12 @@
 """tools/make_toy_dataset.py: writes the dataset with the given options and
 rejects bad ones through argparse."""
 import json
-import os.path as osp
-import sys
 
 import pytest
 
-from helpers import REPO
+from helpers import import_tool
 
-sys.path.insert(0, osp.join(REPO, 'tools'))
-try:
-    import make_toy_dataset
-finally:
-    sys.path.pop(0)
+make_toy_dataset = import_tool('make_toy_dataset')
 
 
 def test_writes_the_dataset(tmp_path, capsys):

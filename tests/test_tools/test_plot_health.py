@@ -2,20 +2,14 @@
 key, the hook's bounds of each head, and clear errors for runs without the
 hook."""
 import json
-import os.path as osp
-import sys
 
 import cv2
 import pytest
 from matplotlib.figure import Figure
 
-from helpers import REPO
+from helpers import import_tool
 
-sys.path.insert(0, osp.join(REPO, 'tools'))
-try:
-    import plot_health
-finally:
-    sys.path.pop(0)
+plot_health = import_tool('plot_health')
 
 
 def _work_dir(root, name, records):

@@ -1,15 +1,11 @@
 import os.path as osp
-import sys
 
 import pytest
 from mmengine.config import Config
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-sys.path.insert(0, osp.join(REPO, 'tools'))
-try:
-    import sweep_loss_weights as sweep
-finally:
-    sys.path.pop(0)
+from helpers import REPO, import_tool
+
+sweep = import_tool('sweep_loss_weights')
 
 
 def test_parse_values():

@@ -13,7 +13,7 @@ import torch
 
 from mmdet_freebies.utils.ablation import read_scalars
 
-from helpers import CONFIGS, REPO, free_port
+from helpers import CONFIGS, REPO, free_port, import_tool
 
 TRAIN = osp.join(REPO, 'tools', 'train.py')
 TEST = osp.join(REPO, 'tools', 'test.py')
@@ -76,8 +76,7 @@ def test_resume_continues_with_same_optimizer_state(tmp_path,
     """Train 2 epochs saving each, then resume from epoch 1 in-process:
     the runner continues at the saved iteration with the saved optimizer
     state, and torch's weights-only loader stays on."""
-    sys.path.insert(0, osp.join(REPO, 'tools'))
-    from train import build_runner, parse_args
+    train = import_tool('train')
     opts = ['--cfg-options', 'train_cfg.max_epochs=2',
             'default_hooks.checkpoint.interval=1',
             'default_hooks.checkpoint.max_keep_ckpts=3']
@@ -99,7 +98,7 @@ def test_resume_continues_with_same_optimizer_state(tmp_path,
         safe_global_names())
 
     saved = torch.load(ckpt, map_location='cpu')  # weights_only default
-    runner = build_runner(parse_args([
+    runner = train.build_runner(train.parse_args([
         f'{CONFIGS}/retinanet_fl.py', '--toy', 'tiny', '--toy-data',
         toy_data_root, '--work-dir', str(tmp_path / 'resumed'), '--resume',
         ckpt] + opts))
@@ -247,9 +246,8 @@ def test_missing_config():
 def test_flagship_configs_train_end_to_end(config, tmp_path, toy_data_root):
     """A few real iterations plus validation, through tools/train.py's own
     runner construction (in-process, to keep the suite fast)."""
-    sys.path.insert(0, osp.join(REPO, 'tools'))
-    from train import build_runner, parse_args
-    runner = build_runner(parse_args([
+    train = import_tool('train')
+    runner = train.build_runner(train.parse_args([
         f'{CONFIGS}/{config}', '--toy', 'tiny', '--toy-data', toy_data_root,
         '--work-dir', str(tmp_path),
         # mmengine's visualizer is a per-name singleton in this process

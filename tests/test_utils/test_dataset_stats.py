@@ -1,7 +1,6 @@
 import json
 import math
 import os.path as osp
-import sys
 
 import numpy as np
 import pytest
@@ -12,7 +11,8 @@ from mmdet_freebies.utils.dataset_stats import (collect_annotations,
                                                 compute_stats, format_table,
                                                 plot_histograms)
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+from helpers import REPO, import_tool
+
 
 # Worked by hand: boxes 10x10 (small), 50x10 (small, w/h 5: twisted) and
 # 40x40 (medium) in images of 100x100, 200x100; one image without boxes.
@@ -76,11 +76,7 @@ def test_collect_matches_the_annotation_file(toy_cfg, toy_data_root):
 
 
 def test_cli_on_the_toy_set(toy_data_root, tmp_path, capsys):
-    sys.path.insert(0, osp.join(REPO, 'tools'))
-    try:
-        import dataset_stats as tool
-    finally:
-        sys.path.pop(0)
+    tool = import_tool('dataset_stats')
     tool.main([osp.join(REPO, 'configs', 'retinanet_fl.py'), '--toy',
                'tiny', '--toy-data', toy_data_root, '--val', '--out-dir',
                str(tmp_path), '--prior-images', '4'])
