@@ -6,7 +6,7 @@ from collections import deque
 from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from mmengine.dist import all_reduce, get_world_size
+from mmengine.dist import all_reduce, barrier, get_world_size
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch import nn
@@ -126,8 +126,9 @@ class TrainingHealthHook(Hook):
       of each head, from the losses the model already logs;
     * ``health/grad_norm_<layer>``: the L2 gradient norm of each final
       classification layer (``retina_cls``, ``conv_cls``, ``atss_cls``,
-      ``rpn_cls``, ``fc_cls``, ``convs_pred``), read by a post-accumulate
-      hook on its parameters, before the optimizer wrapper zeroes them;
+      ``rpn_cls``, ``fc_cls``, ``convs_pred``), read by a tensor hook
+      (``register_hook``) on its parameters as each backward computes
+      their gradient, before the optimizer wrapper zeroes them;
     * ``health/fg_mean``, ``health/fg_max``, ``health/fg_frac``: mean and
       max foreground probability over all anchors (or RoIs) of the batch,
       and the fraction above 0.5, from a forward hook on the first such
@@ -141,8 +142,11 @@ class TrainingHealthHook(Hook):
       iteration);
     * ``divergence``: the smoothed loss exceeds ``divergence_factor`` times
       its running minimum since warm-up;
-    * ``stagnation``: the smoothed loss has not set a new minimum lower by
-      ``stagnation_rel`` in ``stagnation_window`` iterations;
+    * ``stagnation`` (the study's early failure, "the loss stays high"):
+      ``stagnation_window`` iterations after the warm-up, the smoothed
+      loss has not fallen ``stagnation_rel`` below its level at the end of
+      the warm-up. Judged once per run and only from the warm-up's end (not
+      after a resume past it): a healthy run's late plateau is no failure;
     * ``collapse``: every sampled max foreground score in ``window``
       iterations is below ``collapse_score`` and the second half of the
       window does not exceed the first (a run that starts at a tiny prior
@@ -176,8 +180,10 @@ class TrainingHealthHook(Hook):
         smooth (int): Iterations averaged into the smoothed loss.
             Defaults to 10.
         divergence_factor (float): Defaults to 4.0.
-        stagnation_window (int): Defaults to 500.
-        stagnation_rel (float): Defaults to 0.01.
+        stagnation_window (int): Iterations after the warm-up within which
+            the loss must fall. Defaults to 500.
+        stagnation_rel (float): The fall, relative to the loss at the end
+            of the warm-up, in (0, 1). Defaults to 0.01.
         collapse_score (float): Defaults to 1e-3, a tenth of the focal-loss
             init prior 0.01 where a healthy focal-loss run starts.
         ratio_range (Tuple[float, float]): Bounds of the window median of
@@ -225,6 +231,26 @@ class TrainingHealthHook(Hook):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got '
                                  f'{value!r}')
+        if warmup_iters is not None and not (isinstance(warmup_iters, int)
+                                             and warmup_iters >= 0):
+            raise ValueError('warmup_iters must be None or an int >= 0, got '
+                             f'{warmup_iters!r}')
+        for name, value, ok in (
+                ('divergence_factor', divergence_factor,
+                 divergence_factor > 1),
+                ('stagnation_rel', stagnation_rel, 0 < stagnation_rel < 1),
+                ('collapse_score', collapse_score, 0 < collapse_score < 1)):
+            if not ok:
+                raise ValueError(f'{name}={value!r} is out of range: '
+                                 'divergence_factor must be > 1, '
+                                 'stagnation_rel and collapse_score in '
+                                 '(0, 1)')
+        if 'collapse' in patterns and 2 * score_interval > window:
+            # collapse compares two halves of a window's score samples
+            raise ValueError(
+                f'score_interval={score_interval} must be at most half of '
+                f'window={window} to judge collapse (at least 2 score '
+                "samples per window), or leave 'collapse' out of patterns")
         if head_ratio_ranges is None:
             head_ratio_ranges = dict(rpn=(0.01, 100.0))
         for name, bounds in [('ratio_range', ratio_range)] + [
@@ -280,11 +306,11 @@ class TrainingHealthHook(Hook):
         if self.warmup_iters is None:
             self.warmup_iters = self._infer_warmup(runner)
         self._losses: Deque[float] = deque(maxlen=self.smooth)
-        # Smoothed losses of the last stagnation window, the minimum of
-        # those before it, and the minimum of all since warm-up.
-        self._recent: Deque[float] = deque(maxlen=self.stagnation_window)
-        self._best_before = math.inf
-        self._best = math.inf
+        self._best = math.inf  # smoothed minimum since warm-up
+        # (iteration, smoothed loss) when first judged, and whether
+        # stagnation is still to be judged in this run
+        self._start: Optional[Tuple[int, float]] = None
+        self._stagnation_open = True
         self._fg_max: Deque[Tuple[int, float]] = deque()
         self._ratios: Dict[str, Deque[Tuple[int, float]]] = {}
         self._reported = set()
@@ -456,18 +482,27 @@ class TrainingHealthHook(Hook):
                 runner, it, 'divergence',
                 f'smoothed loss {loss:.4g} > {self.divergence_factor:g} x '
                 f'its minimum {self._best:.4g} since warm-up')
-        if len(self._recent) == self._recent.maxlen:
-            self._best_before = min(self._best_before, self._recent[0])
-        self._recent.append(loss)
-        if self._best_before < math.inf:
-            w, before, recent = (self.stagnation_window, self._best_before,
-                                 min(self._recent))
-            if recent > before * (1 - self.stagnation_rel):
-                self._detect(
-                    runner, it, 'stagnation',
-                    f'smoothed loss minimum {recent:.4g} over the last {w} '
-                    f'iterations is not {self.stagnation_rel:.0%} below the '
-                    f'earlier minimum {before:.4g}')
+        if not self._stagnation_open:
+            return
+        if self._start is None:
+            # the first full smoothing window after warm-up; a run resumed
+            # past it does not know its level at the end of the warm-up
+            self._start = (it, loss)
+            self._stagnation_open = it <= max(self.warmup_iters + 1,
+                                              self.smooth)
+            return
+        start_it, start = self._start
+        if it - start_it < self.stagnation_window:
+            return
+        self._stagnation_open = False
+        if self._best > start * (1 - self.stagnation_rel):
+            self._detect(
+                runner, it, 'stagnation',
+                f'smoothed loss minimum {self._best:.4g} in the '
+                f'{it - start_it} iterations since iter {start_it} (the '
+                f'first judged after the warm-up) is not '
+                f'{self.stagnation_rel:.0%} below its level there, '
+                f'{start:.4g}')
 
     def _detect(self, runner, it: int, pattern: str, evidence: str) -> None:
         if pattern not in self.patterns or pattern in self._reported:
@@ -498,7 +533,12 @@ class TrainingHealthHook(Hook):
         if message is None:
             return
         filename = f'health_stop_iter_{it}.pth'
-        runner.save_checkpoint(runner.work_dir, filename)  # rank 0 writes
+        # rank 0 writes; by iteration, so that --resume continues right
+        # after this iteration (by epoch would skip the rest of the epoch)
+        runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
+        # the other ranks wait: under torchrun, a rank exiting with the
+        # error makes the launcher kill rank 0 in the middle of the write
+        barrier()
         runner.logger.warning(
             f'TrainingHealthHook: saved {filename} in {runner.work_dir}; '
             'stopping (action=stop)')

@@ -175,6 +175,33 @@ def test_healthy_run_raises_nothing(tmp_path):
     assert hook.detections == []
 
 
+def test_a_plateau_after_the_loss_fell_is_no_stagnation(tmp_path):
+    # Falls 2% below its start (2.0) in the 8 iterations after warm-up,
+    # then flat for 10 stagnation windows, as a healthy run's late plateau.
+    runner = _runner(tmp_path)
+    hook = _hook(patterns=['stagnation'])
+    _train(hook, runner, lambda i: dict(loss_cls=1.0 - 0.005 * min(i, 8),
+                                        loss_bbox=1.0), 90)
+    assert hook.detections == []
+    # 0.4% is not enough
+    runner = _runner(tmp_path)
+    hook = _hook(patterns=['stagnation'])
+    _train(hook, runner, lambda i: dict(loss_cls=1.0 - 0.001 * min(i, 8),
+                                        loss_bbox=1.0), 90)
+    assert [d['iter'] for d in hook.detections] == [10]
+    assert 'since iter 2 (the first judged after the warm-up) is not 1% ' \
+        'below' in hook.detections[0]['message']
+
+
+def test_a_run_resumed_past_the_warmup_is_not_judged_for_stagnation(
+        tmp_path):
+    runner = _runner(tmp_path)
+    runner.iter = 1000
+    hook = _hook(patterns=['stagnation'])
+    _train(hook, runner, lambda i: dict(loss_cls=1.0, loss_bbox=1.0), 40)
+    assert hook.detections == []
+
+
 @pytest.mark.parametrize('pattern,losses,bias,first_iter', [
     # smooth=2: the first smoothed loss at iter 2; NaN is caught at once.
     ('non_finite', lambda i: dict(loss_cls=math.nan if i == 6 else 1 / (
@@ -184,8 +211,8 @@ def test_healthy_run_raises_nothing(tmp_path):
     ('divergence', lambda i: dict(loss_cls=1 / (1 + i) if i < 10 else 10.0,
                                   loss_bbox=1 / (1 + i) if i < 10 else 10.0),
      0.0, 11),
-    # flat from iter 2: no new 1% minimum in the 8 smoothed losses after
-    # the first one (iters 3..10).
+    # flat: the smoothed loss at iter 10 (8 after the first judged one,
+    # iter 2) has not fallen 1% below its level at iter 2.
     ('stagnation', lambda i: dict(loss_cls=1.0, loss_bbox=1.0), 0.0, 10),
     ('regression_domination', lambda i: dict(loss_cls=1e-3 / (1 + i),
                                              loss_bbox=1 / (1 + i)), 0.0, 5),
@@ -284,14 +311,14 @@ def test_stop_saves_a_checkpoint_and_raises(tmp_path):
     with pytest.raises(TrainingFailureError, match='iter 3: non-finite'):
         _train(hook, runner, lambda i: dict(
             loss_cls=math.inf if i == 2 else 1.0, loss_bbox=1.0), 5)
+    # by iteration: --resume continues after iteration 3
     runner.save_checkpoint.assert_called_once_with(
-        str(tmp_path), 'health_stop_iter_3.pth')
+        str(tmp_path), 'health_stop_iter_3.pth', by_epoch=False)
 
 
 _RANK_STOPS = """
-import json, math, sys
+import json, math, os, sys, time
 from types import SimpleNamespace
-from unittest.mock import MagicMock
 import torch, torch.distributed as dist
 from mmengine.logging import MessageHub, MMLogger
 from torch import nn
@@ -302,10 +329,21 @@ dist.init_process_group('gloo')
 rank = dist.get_rank()
 model = nn.Module()
 model.bbox_head = nn.Module()
+saved = []
+
+
+def save_checkpoint(out_dir, filename, by_epoch=True):
+    saved.append(filename)
+    if rank == 0:  # as mmengine's @master_only save, and a slow write
+        time.sleep(1.0)
+        open(filename, 'w').close()
+
+
 runner = SimpleNamespace(
     model=model, iter=0, work_dir='.', param_schedulers=[],
     message_hub=MessageHub.get_instance('rank_stop'),
-    logger=MMLogger.get_instance('rank_stop'), save_checkpoint=MagicMock())
+    logger=MMLogger.get_instance('rank_stop'),
+    save_checkpoint=save_checkpoint)
 hook = TrainingHealthHook(action='stop', warmup_iters=0)
 hook.before_train(runner)
 result = dict(rank=rank)
@@ -317,8 +355,8 @@ try:
             loss=torch.tensor(math.nan if bad else 1.0)))
         runner.iter += 1
 except TrainingFailureError as e:
-    result.update(iter=runner.iter + 1, message=str(e),
-                  saved=runner.save_checkpoint.call_args[0][1])
+    result.update(iter=runner.iter + 1, message=str(e), saved=saved,
+                  written=os.path.exists(saved[0]))
 json.dump(result, open(sys.argv[1] + str(rank), 'w'))
 dist.destroy_process_group()
 """
@@ -328,10 +366,13 @@ dist.destroy_process_group()
 def test_ranks_stop_together(tmp_path):
     """2 gloo processes, a NaN on rank 1 only: both stop at iteration 3
     (a rank stopping alone would hang the other in DDP's all-reduce), and
-    rank 0 says another rank found it."""
+    rank 0 says another rank found it. Rank 1 raises only after rank 0
+    has written the checkpoint: torchrun kills the other ranks when one
+    exits with an error."""
     results = json_per_rank(_RANK_STOPS, tmp_path, cwd=tmp_path)
     assert [r.get('iter') for r in results] == [3, 3]
-    assert [r['saved'] for r in results] == ['health_stop_iter_3.pth'] * 2
+    assert [r['saved'] for r in results] == [['health_stop_iter_3.pth']] * 2
+    assert [r['written'] for r in results] == [True, True]
     assert 'another rank detected' in results[0]['message']
     assert 'non-finite loss=nan' in results[1]['message']
 
@@ -347,3 +388,13 @@ def test_bad_arguments():
         TrainingHealthHook(ratio_range=(10, 1))
     with pytest.raises(ValueError, match="head_ratio_ranges\\['rpn'\\]"):
         TrainingHealthHook(head_ratio_ranges=dict(rpn=(0, 1)))
+    for key, value in (('divergence_factor', 1.0), ('stagnation_rel', 0.0),
+                       ('stagnation_rel', 1.0), ('collapse_score', 0.0)):
+        with pytest.raises(ValueError, match=f'{key}={value!r}'):
+            TrainingHealthHook(**{key: value})
+    with pytest.raises(ValueError, match='warmup_iters must be .* -1'):
+        TrainingHealthHook(warmup_iters=-1)
+    # one score sample per window: collapse could never be judged
+    with pytest.raises(ValueError, match='score_interval=30 .* window=50'):
+        TrainingHealthHook(score_interval=30)
+    TrainingHealthHook(score_interval=30, patterns=['divergence'])
