@@ -5,6 +5,9 @@ _base_ = './yolov3_baseline.py'
 
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
-    backbone=dict(norm_cfg=norm_cfg),  # every BN layer becomes SyncBN
+    # every BN layer becomes SyncBN; mmdet's Darknet keeps its BN in eval
+    # mode (norm_eval=True), where there are no batch statistics to sync,
+    # while GluonCV's --syncbn trains every BN layer
+    backbone=dict(norm_cfg=norm_cfg, norm_eval=False),
     neck=dict(norm_cfg=norm_cfg),
     bbox_head=dict(norm_cfg=norm_cfg))

@@ -5,9 +5,12 @@ import os.path as osp
 
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.logging import MessageHub
 from mmengine.registry import init_default_scope
+from torch.nn import SyncBatchNorm
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmdet.registry import DATASETS, MODELS
 
@@ -56,3 +59,18 @@ def test_config_builds_and_runs(name, toy_cfg):
     assert len(results) == 1
     pred = results[0].pred_instances
     assert pred.bboxes.shape[-1] == 4 and torch.isfinite(pred.bboxes).all()
+
+
+def test_yolov3_syncbn_trains_every_bn_layer_synced():
+    """The COCO config (Darknet-53, not the toy backbone): every norm layer
+    is SyncBN and uses batch statistics in training, the backbone's too
+    (mmdet's Darknet defaults to norm_eval=True)."""
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(osp.join(CONFIGS, 'yolov3_syncbn.py'))
+    model = MODELS.build(cfg.model)
+    model.train()
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    backbone = [m for m in model.backbone.modules()
+                if isinstance(m, _BatchNorm)]
+    assert len(backbone) == 52 and len(norms) == 72
+    assert all(isinstance(m, SyncBatchNorm) and m.training for m in norms)
