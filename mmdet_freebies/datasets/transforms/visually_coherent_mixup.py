@@ -20,9 +20,9 @@ _UNSUPPORTED_KEYS = ('gt_masks', 'gt_seg_map')
 
 def _check_positive(owner: str, key: str, value) -> None:
     if (not isinstance(value, numbers.Real) or isinstance(value, bool)
-            or not value > 0):
-        raise ValueError(f'{owner}: {key} must be a number > 0 (a Beta '
-                         f'distribution parameter), got {key}={value!r}')
+            or not 0 < value < float('inf')):
+        raise ValueError(f'{owner}: {key} must be a finite number > 0 (a '
+                         f'Beta distribution parameter), got {key}={value!r}')
 
 
 def _check_unit(owner: str, key: str, value) -> None:
@@ -108,11 +108,14 @@ class _CoherentMixupBase(BaseTransform):
         if ratio is not None:
             _check_unit(owner, 'ratio', ratio)
         _check_unit(owner, 'prob', prob)
+        if not isinstance(with_weights, bool):
+            raise ValueError(f'{owner}: with_weights must be True or False, '
+                             f'got with_weights={with_weights!r}')
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.ratio = None if ratio is None else float(ratio)
         self.prob = float(prob)
-        self.with_weights = bool(with_weights)
+        self.with_weights = with_weights
 
     def _sample_ratio(self) -> Optional[float]:
         """Return lambda, or None when this sample is not mixed.

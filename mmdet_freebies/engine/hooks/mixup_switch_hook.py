@@ -85,8 +85,18 @@ class MixupSwitchHook(Hook):
         self._has_switched = False
 
     def before_train(self, runner) -> None:
-        """Warn when the switch leaves no epoch with mixup, or when a head of
-        the model would ignore the mixup weights."""
+        """Check that the training dataset has a transform to switch off
+        (a misspelt ``type_keys`` would otherwise surface only at the switch
+        epoch, after mixing to the end); warn when the switch leaves no
+        epoch with mixup, or when a head of the model would ignore the
+        mixup weights."""
+        if not self.switch_off(runner.train_dataloader.dataset,
+                               dry_run=True):
+            raise ValueError(
+                f'MixupSwitchHook: no transform of type_keys='
+                f'{self.type_keys} in the training dataset, so none could be '
+                'switched off; name the mixup transforms of the pipeline, or '
+                'remove the hook')
         if self.num_last_epochs >= runner.max_epochs:
             warnings.warn(f'MixupSwitchHook: num_last_epochs='
                           f'{self.num_last_epochs} >= max_epochs='
@@ -120,8 +130,9 @@ class MixupSwitchHook(Hook):
             loader._iterator = None
         self._has_switched = True
 
-    def switch_off(self, dataset) -> int:
-        """Disable the mixup transforms in ``dataset``; return how many."""
+    def switch_off(self, dataset, dry_run: bool = False) -> int:
+        """Disable the mixup transforms in ``dataset``; return how many
+        (with ``dry_run``, only count them)."""
         found = 0
         if isinstance(dataset, MultiImageMixDataset):
             # Types may be scoped ('mmdet.X'); skip the exact strings.
@@ -129,29 +140,30 @@ class MixupSwitchHook(Hook):
                 t for t in dataset.pipeline_types
                 if t.split('.')[-1] in self.type_keys
             ]
-            if hits:
+            if hits and not dry_run:
                 old = list(dataset._skip_type_keys or [])
                 dataset.update_skip_type_keys(
                     old + [t for t in hits if t not in old])
-                found += len(hits)
+            found += len(hits)
         pipeline = getattr(dataset, 'pipeline', None)
         if pipeline is not None and hasattr(pipeline, 'transforms'):
-            found += self._remove_from(pipeline)
+            found += self._remove_from(pipeline, dry_run)
         for child in ([getattr(dataset, 'dataset', None)] +
                       list(getattr(dataset, 'datasets', None) or [])):
             if child is not None:
-                found += self.switch_off(child)
+                found += self.switch_off(child, dry_run)
         return found
 
-    def _remove_from(self, compose) -> int:
+    def _remove_from(self, compose, dry_run: bool) -> int:
         kept = [
             t for t in compose.transforms
             if type(t).__name__ not in self.type_keys
         ]
         removed = len(compose.transforms) - len(kept)
-        compose.transforms[:] = kept
+        if not dry_run:
+            compose.transforms[:] = kept
         for t in kept:
             if hasattr(t, 'transforms') and hasattr(t.transforms,
                                                      'transforms'):
-                removed += self._remove_from(t.transforms)
+                removed += self._remove_from(t.transforms, dry_run)
         return removed

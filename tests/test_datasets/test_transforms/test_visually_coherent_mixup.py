@@ -208,7 +208,10 @@ def test_seeded_runs_repeat():
 
 @pytest.mark.parametrize('key,value', [('alpha', 0), ('beta', -1.0),
                                        ('alpha', 'a'), ('prob', 1.5),
-                                       ('ratio', 2.0), ('prob', -0.1)])
+                                       ('ratio', 2.0), ('prob', -0.1),
+                                       ('alpha', float('inf')),
+                                       ('beta', float('nan')),
+                                       ('with_weights', 'False')])
 def test_bad_parameters_fail_at_build(key, value):
     for name in ('VisuallyCoherentMixup', 'VisuallyCoherentMixupCached'):
         with pytest.raises(ValueError, match=f'{key}={value!r}'):

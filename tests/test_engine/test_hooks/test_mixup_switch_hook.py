@@ -145,7 +145,19 @@ def test_warnings_and_bad_arguments():
         MixupSwitchHook(num_last_epochs=1).before_train_epoch(
             runner(dataset, 4))
     with pytest.warns(UserWarning, match='mixup is never used'):
-        MixupSwitchHook(num_last_epochs=5).before_train(runner(dataset, 0))
+        MixupSwitchHook(num_last_epochs=5).before_train(
+            runner(wrapper_dataset(), 0))
+    # a misspelt type is an error before training, not a warning at the
+    # switch epoch; the check does not switch anything off
+    with pytest.raises(ValueError,
+                       match=re.escape("type_keys=('VisuallyCoherentMixUp',)")):
+        MixupSwitchHook(type_keys=['VisuallyCoherentMixUp']).before_train(
+            runner(wrapper_dataset(), 0))
+    for make in (wrapper_dataset, cached_dataset):
+        mixing = make()
+        MixupSwitchHook(num_last_epochs=1).before_train(runner(mixing, 0))
+        np.random.seed(0)
+        assert any(mixed(mixing))
     for value in (-1, 1.5, True):
         with pytest.raises(ValueError, match=f'num_last_epochs={value!r}'):
             MixupSwitchHook(num_last_epochs=value)
@@ -165,7 +177,8 @@ def test_warnings_and_bad_arguments():
 def test_reports_the_heads_that_ignore_the_weights(toy_cfg, config, plain):
     model = MODELS.build(toy_cfg(config).model)
     assert heads_ignoring_weights(model) == plain
-    hook, train = MixupSwitchHook(num_last_epochs=1), runner(None, 0)
+    hook = MixupSwitchHook(num_last_epochs=1)
+    train = runner(wrapper_dataset(), 0)
     train.model = model
     if plain:
         with pytest.warns(UserWarning, match=re.escape(str(plain))):
