@@ -74,3 +74,17 @@ def test_yolov3_syncbn_trains_every_bn_layer_synced():
                 if isinstance(m, _BatchNorm)]
     assert len(backbone) == 52 and len(norms) == 72
     assert all(isinstance(m, SyncBatchNorm) and m.training for m in norms)
+
+
+@pytest.mark.parametrize('name, prior', [('fcos_ce_sf.py', 1e-4),
+                                         ('atss_ce_sf.py', 3e-3),
+                                         ('paa_ce_sf.py', 3e-3)])
+def test_dense_sampling_free_configs_follow_the_2021_code(name, prior):
+    """The code behind the published FCOS/ATSS/PAA numbers: a constant
+    prior, GLS by the mean of box and quality losses, frozen after 100."""
+    hooks = {h['type']: h for h in
+             Config.fromfile(osp.join(CONFIGS, name)).custom_hooks}
+    assert hooks['OptimalBiasInit'] == dict(type='OptimalBiasInit',
+                                            prior=prior)
+    assert hooks['GuidedLossScaling'] == dict(
+        type='GuidedLossScaling', guide='mean', freeze_after=100)
