@@ -274,11 +274,11 @@ def test_runner_training_logs_ratio_and_checkpoint_loads_strictly_into_plain_mod
     ratio = hub.get_scalar('train/gls_ratio_cls').current()
     assert math.isfinite(ratio) and ratio > 0
     # The logged classification loss is the scaled one: equal to the box
-    # loss of the same iteration (when that batch had positives).
+    # loss of the same iteration (that batch had positives).
     reg = hub.get_scalar('train/loss_bbox').current()
-    if reg > 0:
-        assert hub.get_scalar('train/loss_cls').current() == pytest.approx(
-            reg, rel=1e-4)
+    assert reg > 0
+    assert hub.get_scalar('train/loss_cls').current() == pytest.approx(
+        reg, rel=1e-4)
     hook = [h for h in runner.hooks if isinstance(h, GuidedLossScaling)][0]
     assert hook._handle is None  # detached after training
 

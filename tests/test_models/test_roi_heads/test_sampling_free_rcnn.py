@@ -158,6 +158,13 @@ def test_keep_all_sampler_keeps_every_non_ignored_proposal(add_gt):
         f'KeepAllSampler(add_gt_as_proposals={add_gt})')
 
 
+def test_keep_all_sampler_rejects_a_budget():
+    # a misspelt key, or RandomSampler's budget merged in without _delete_
+    for extra in (dict(add_gt_as_proposal=False), dict(num=512)):
+        with pytest.raises(TypeError, match=repr(sorted(extra))):
+            TASK_UTILS.build(dict(type='KeepAllSampler', **extra))
+
+
 def test_faster_rcnn_sf_roi_head_sees_all_proposals(toy_cfg):
     """One loss forward of the toy faster_rcnn_sf: every proposal (plus the
     gts) reaches the RoI head, and GLS guides both heads."""
@@ -184,6 +191,6 @@ def test_faster_rcnn_sf_roi_head_sees_all_proposals(toy_cfg):
     assert seen and all(n == kept for n, kept in seen)
     assert sum(n for n, _ in seen) > 2 * 64  # far beyond a 64-RoI sample
     assert losses['gls_ratio_rpn'] > 0
-    if losses['loss_bbox'] > 0:
-        assert losses['loss_cls'].item() == pytest.approx(
-            2 * losses['loss_bbox'].item(), rel=1e-5)
+    assert losses['loss_bbox'] > 0  # the batch has positive RoIs
+    assert losses['loss_cls'].item() == pytest.approx(
+        2 * losses['loss_bbox'].item(), rel=1e-5)

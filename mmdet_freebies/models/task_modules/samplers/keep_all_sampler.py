@@ -25,6 +25,15 @@ class KeepAllSampler(BaseSampler):
     """
 
     def __init__(self, add_gt_as_proposals: bool = True, **kwargs) -> None:
+        unknown = set(kwargs) - {'context'}  # heads pass context=self
+        if unknown:
+            # e.g. RandomSampler's num/pos_fraction merged in by a child
+            # config: a budget this sampler would silently not apply
+            raise TypeError(
+                f'KeepAllSampler got unexpected arguments {sorted(unknown)}: '
+                'it keeps every RoI the assigner does not ignore (replace '
+                "the base sampler with dict(_delete_=True, type="
+                "'KeepAllSampler'))")
         # num and pos_fraction only set the per-image budget that
         # _sample_pos/_sample_neg ignore here.
         super().__init__(
