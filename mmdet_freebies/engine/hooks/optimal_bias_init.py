@@ -86,8 +86,12 @@ class OptimalBiasInit(Hook):
     Supported: RetinaHead ``retina_cls``, FCOSHead ``conv_cls``, ATSSHead
     and PAAHead ``atss_cls``, RPNHead ``rpn_cls`` (two-stage detectors),
     YOLOV3Head ``convs_pred`` (objectness and class channels each with
-    their own prior). The softmax RoI classifier is left alone unless
-    ``roi_log_prior`` is set (the official code never changes it).
+    their own prior), and the pack's weighted versions of these heads.
+    Their other subclasses (FSAF, FreeAnchor, AutoAssign...) may assign
+    targets their own way, so the prior is counted only for these exact
+    types; ``prior=`` sets a constant prior on any of them. The softmax RoI
+    classifier is left alone unless ``roi_log_prior`` is set (the official
+    code never changes it).
 
     The hook runs in ``before_train``, after mmengine has initialised the
     weights and loaded or resumed a checkpoint, and only when no checkpoint
@@ -158,6 +162,11 @@ class OptimalBiasInit(Hook):
         self.seed = seed
         self.num_workers = num_workers
 
+    @property
+    def _counts(self) -> bool:
+        """Whether the prior is counted from the data (not a constant)."""
+        return self.prior is None or self.roi_log_prior
+
     @staticmethod
     def _model(runner) -> nn.Module:
         model = runner.model
@@ -166,7 +175,7 @@ class OptimalBiasInit(Hook):
     def before_run(self, runner) -> None:
         """Fail before any training work if the model is not supported."""
         model = self._model(runner)
-        _, head = find_dense_head(model)
+        _, head = find_dense_head(model, self._counts)
         cls_layer_name(head)
         if self.roi_log_prior:
             self._roi_fg_fraction(model)
@@ -206,9 +215,9 @@ class OptimalBiasInit(Hook):
                                'force=True to re-initialise the bias')
             return
         model = self._model(runner)
-        head_name, head = find_dense_head(model)
+        head_name, head = find_dense_head(model, self._counts)
         estimate = None
-        if self.prior is None or self.roi_log_prior:
+        if self._counts:
             loader = runner.train_dataloader
             num_workers = (loader.num_workers
                            if self.num_workers is None else self.num_workers)

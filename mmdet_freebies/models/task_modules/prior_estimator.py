@@ -64,10 +64,16 @@ from mmdet.models.dense_heads import (ATSSHead, FCOSHead, PAAHead, RetinaHead,
 from mmdet.models.task_modules.prior_generators import anchor_inside_flags
 from mmdet.models.utils import unpack_gt_instances
 from mmdet.registry import DATASETS
+from ..dense_heads import (WeightedRetinaHead, WeightedRPNHead,
+                           WeightedYOLOV3Head)
 
-#: Head types :func:`estimate_prior` can count for (subclasses included).
+#: Head types :func:`estimate_prior` can count for, matched exactly: other
+#: subclasses may assign targets their own way (FSAF and FreeAnchor subclass
+#: RetinaHead, AutoAssign FCOSHead). The pack's weighted heads only weight
+#: objects in the loss; their targets are those of their base.
 SUPPORTED_HEADS = (RetinaHead, RPNHead, ATSSHead, PAAHead, FCOSHead,
-                   YOLOV3Head)
+                   YOLOV3Head, WeightedRetinaHead, WeightedRPNHead,
+                   WeightedYOLOV3Head)
 
 
 @dataclass
@@ -132,19 +138,27 @@ def prior_to_bias(prior: float) -> float:
     return -math.log((1.0 - prior) / prior)
 
 
-def find_dense_head(model: nn.Module) -> Tuple[str, nn.Module]:
+def find_dense_head(model: nn.Module,
+                    counted: bool = True) -> Tuple[str, nn.Module]:
     """Return ``(attribute name, head)`` of the head whose targets define
     the prior: ``bbox_head`` of a one-stage detector, ``rpn_head`` of a
     two-stage one.
 
+    Args:
+        model (nn.Module): The detector.
+        counted (bool): Whether the prior will be counted from the head's
+            targets (the head must then be one of :data:`SUPPORTED_HEADS`);
+            otherwise only a sigmoid classifier is required. Defaults to
+            True.
+
     Raises:
-        ValueError: If the model has neither, or the head is not one of
-            :data:`SUPPORTED_HEADS` (the message names its type).
+        ValueError: If the model has neither, or the head is not supported
+            (the message names its type).
     """
     for name in ('rpn_head', 'bbox_head'):
         head = getattr(model, name, None)
         if head is not None:
-            check_supported(head)
+            check_supported(head, counted)
             return name, head
     raise ValueError(
         f'{type(model).__name__} has no bbox_head or rpn_head; the prior '
@@ -152,12 +166,18 @@ def find_dense_head(model: nn.Module) -> Tuple[str, nn.Module]:
         f'{[h.__name__ for h in SUPPORTED_HEADS]}')
 
 
-def check_supported(head: nn.Module) -> None:
-    """Raise ``ValueError`` naming ``type(head)`` if it is not supported."""
-    if not isinstance(head, SUPPORTED_HEADS):
-        raise ValueError(f'cannot estimate the foreground prior of head type '
-                         f'{type(head).__name__!r}; supported heads are '
-                         f'{[h.__name__ for h in SUPPORTED_HEADS]}')
+def check_supported(head: nn.Module, counted: bool = True) -> None:
+    """Raise ``ValueError`` naming ``type(head)`` if its prior cannot be
+    counted (``counted``) or it has a softmax classifier."""
+    if counted and type(head) not in SUPPORTED_HEADS:
+        bases = [h.__name__ for h in SUPPORTED_HEADS if isinstance(head, h)]
+        subclass = (f' (a subclass of {bases[0]} that may assign its '
+                    'targets differently)' if bases else '')
+        raise ValueError(
+            f'cannot estimate the foreground prior of head type '
+            f'{type(head).__name__!r}{subclass}; the supported head types '
+            f'(exactly) are {[h.__name__ for h in SUPPORTED_HEADS]}; '
+            'OptimalBiasInit(prior=...) sets a constant prior instead')
     if not isinstance(head, YOLOV3Head) and not getattr(
             head, 'use_sigmoid_cls', True):
         raise ValueError(

@@ -176,6 +176,22 @@ def test_unknown_head_fails_in_before_run(toy_cfg, tmp_path):
             FakeRunner(*_build(toy_cfg('retinanet_fl.py')), tmp_path))
 
 
+def test_a_subclass_with_its_own_targets_is_not_counted(toy_cfg, tmp_path):
+    """FreeAnchor subclasses RetinaHead but trains a bag loss on its own
+    matches: its prior is refused, not counted with RetinaHead's rule; a
+    constant prior still goes on its retina_cls."""
+    cfg = toy_cfg('retinanet_fl.py')
+    cfg.model.bbox_head.type = 'FreeAnchorRetinaHead'
+    model, dataset = _build(cfg)
+    runner = FakeRunner(model, dataset, tmp_path)
+    with pytest.raises(ValueError, match="'FreeAnchorRetinaHead' \\(a "
+                       'subclass of RetinaHead'):
+        OptimalBiasInit().before_run(runner)
+    _run_hook(runner, prior=1e-2)
+    assert model.bbox_head.retina_cls.bias.detach() == pytest.approx(
+        math.log(1e-2 / 0.99), abs=1e-6)
+
+
 @pytest.mark.parametrize(
     'kwargs,key',
     [(dict(prior=0.0), 'prior'), (dict(prior=1.0), 'prior'),
