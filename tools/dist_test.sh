@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args...]
+# Usage: GPUS=8 tools/dist_test.sh CONFIG CHECKPOINT [GPUS] [test.py args...]
 CONFIG=$1
 CHECKPOINT=$2
-GPUS=${3:-${GPUS:-8}}
+# GPUS may be left out; the extra arguments start at $first
+if [[ "${3:-}" =~ ^[0-9]+$ ]]; then
+    GPUS=$3; first=4
+else
+    GPUS=${GPUS:-8}; first=3
+fi
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
@@ -18,4 +23,4 @@ PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
     "$(dirname "$0")/test.py" \
     "$CONFIG" \
     "$CHECKPOINT" \
-    --launcher pytorch "${@:4}"
+    --launcher pytorch "${@:first}"

@@ -2,7 +2,12 @@
 # Usage: GPUS=8 tools/dist_train.sh CONFIG [GPUS] [train.py args...]
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR and PORT as in mmdet.
 CONFIG=$1
-GPUS=${2:-${GPUS:-8}}
+# GPUS may be left out; the extra arguments start at $first
+if [[ "${2:-}" =~ ^[0-9]+$ ]]; then
+    GPUS=$2; first=3
+else
+    GPUS=${GPUS:-8}; first=2
+fi
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
@@ -17,4 +22,4 @@ PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
     --master_port="$PORT" \
     "$(dirname "$0")/train.py" \
     "$CONFIG" \
-    --launcher pytorch "${@:3}"
+    --launcher pytorch "${@:first}"

@@ -135,6 +135,31 @@ def test_dist_train_two_gloo_processes(tmp_path, toy_data_root):
         osp.join(work, 'epoch_1.pth')]
 
 
+@pytest.mark.parametrize('script, args, env_gpus, nproc, rest', [
+    ('dist_train.sh', ['C.py', '2', '--toy', 'tiny'], None, '2',
+     ['C.py', '--launcher', 'pytorch', '--toy', 'tiny']),
+    # GPUS left out: the next argument is a flag, not the process count
+    ('dist_train.sh', ['C.py', '--toy', 'tiny'], '3', '3',
+     ['C.py', '--launcher', 'pytorch', '--toy', 'tiny']),
+    ('dist_train.sh', ['C.py'], None, '8', ['C.py', '--launcher', 'pytorch']),
+    ('dist_test.sh', ['C.py', 'ck.pth', '4', '--toy', 'tiny'], None, '4',
+     ['C.py', 'ck.pth', '--launcher', 'pytorch', '--toy', 'tiny']),
+    ('dist_test.sh', ['C.py', 'ck.pth', '--toy', 'tiny'], '3', '3',
+     ['C.py', 'ck.pth', '--launcher', 'pytorch', '--toy', 'tiny']),
+])
+def test_dist_scripts_read_an_optional_gpu_count(script, args, env_gpus,
+                                                 nproc, rest):
+    env = dict(os.environ, PYTHON='echo')
+    env.pop('GPUS', None)
+    if env_gpus:
+        env['GPUS'] = env_gpus
+    proc = _run(['bash', f'tools/{script}', *args], env=env)
+    assert proc.returncode == 0, proc.stderr
+    words = proc.stdout.split()
+    assert f'--nproc_per_node={nproc}' in words
+    assert words[words.index(f'tools/{script[5:-3]}.py') + 1:] == rest
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU path')
 def test_slurm_launcher_two_gloo_processes(tmp_path, toy_data_root):
