@@ -2,6 +2,7 @@
 training-failure study (classification first, then a rising localization
 weight)."""
 import math
+import numbers
 from typing import List, Optional, Sequence
 
 from mmengine.hooks import Hook
@@ -48,6 +49,14 @@ def _check_schedule(i: int, s: dict) -> dict:
     if unknown:
         raise ValueError(f'{where}: unknown keys {sorted(unknown)} for '
                          f'policy {policy!r}; allowed: {sorted(allowed)}')
+    weights = ([(f'weights[{j}]', w) for j, w in enumerate(s['weights'])]
+               if policy == 'step' else
+               [(k, s[k]) for k in ('from_weight', 'to_weight')])
+    for key, w in weights:
+        if (not isinstance(w, numbers.Real) or isinstance(w, bool)
+                or not 0 <= w < math.inf):
+            raise ValueError(f'{where}.{key}={w!r} must be a finite number '
+                             '>= 0 (a loss weight)')
     return s
 
 

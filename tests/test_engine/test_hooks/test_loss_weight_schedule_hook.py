@@ -91,6 +91,10 @@ def test_resume_gives_the_uninterrupted_weights():
     (dict(LINEAR, begin=20), 'must exceed'),
     (dict(LINEAR, milestones=[3]), 'unknown keys'),
     (dict(policy='linear'), "'loss'"),
+    (dict(LINEAR, from_weight=-1.0), r'from_weight=-1\.0 must be'),
+    (dict(LINEAR, to_weight='0.1'), "to_weight='0.1' must be"),
+    (dict(loss='x', policy='step', milestones=[5], weights=[0.1, None]),
+     r'weights\[1\]=None must be'),
 ])
 def test_bad_schedules(schedule, match):
     with pytest.raises(ValueError, match=match):
