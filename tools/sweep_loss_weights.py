@@ -42,6 +42,25 @@ def parse_values(text: str) -> List[float]:
     return values
 
 
+def check_key(cfg, key: str) -> None:
+    """Raise ``ValueError`` unless ``key`` (dotted, list indices as numbers)
+    names a number in the ``Config`` ``cfg``: ``--cfg-options`` would silently add a
+    misspelt key, and every run of the sweep would be the same."""
+    node, path = cfg.to_dict(), []
+    for part in key.split('.'):
+        path.append(part)
+        if isinstance(node, (list, tuple)) and part.isdigit() and int(
+                part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            raise ValueError(f'--key {key!r}: the config has no '
+                             f'{".".join(path)!r}')
+    if not isinstance(node, (int, float)) or isinstance(node, bool):
+        raise ValueError(f'--key {key!r} holds {node!r}, not a number')
+
+
 def write_sweep_config(config: str, out: str, score_thr: float) -> str:
     """A child config of ``config`` whose ``val_evaluator`` also runs
     ``DetectionErrorMetric``; returns its path."""
@@ -153,6 +172,11 @@ def main(argv=None) -> int:
         sys.exit(f'error: {e}')
     if not osp.isfile(args.config):
         sys.exit(f'error: config file {args.config!r} does not exist')
+    from mmengine.config import Config
+    try:
+        check_key(Config.fromfile(args.config), args.key)
+    except ValueError as e:
+        sys.exit(f'error: {e}')
     from mmdet_freebies.utils.ablation import train_and_eval
     name = osp.splitext(osp.basename(args.config))[0]
     work_dir = osp.abspath(args.work_dir or f'work_dirs/sweep_{name}')

@@ -37,6 +37,23 @@ def test_exit_status_is_non_zero_when_every_run_failed(tmp_path,
             '--work-dir', str(tmp_path / str(status))]) == status
 
 
+def test_the_key_must_name_a_number_in_the_config(tmp_path):
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'faster_rcnn_biased.py'))
+    sweep.check_key(cfg, 'model.rpn_head.loss_bbox.loss_weight')
+    sweep.check_key(cfg, 'model.test_cfg.rcnn.score_thr')
+    for key, match in (
+            ('model.bbox_head.loss_bbox.loss_weigth', "no 'model.bbox_head'"),
+            ('model.test_cfg.rcnn.scor_thr', "no 'model.test_cfg.rcnn.scor"),
+            ('model.rpn_head.loss_bbox', 'not a number')):
+        with pytest.raises(ValueError, match=match):
+            sweep.check_key(cfg, key)
+    with pytest.raises(SystemExit, match='loss_weigth'):
+        sweep.main([
+            osp.join(REPO, 'configs', 'retinanet_fl.py'), '--key',
+            'model.bbox_head.loss_bbox.loss_weigth', '--values', '0.5',
+            '--work-dir', str(tmp_path)])
+
+
 def test_sweep_config_adds_the_error_metric(tmp_path):
     path = sweep.write_sweep_config(
         osp.join(REPO, 'configs', 'retinanet_fl.py'),
