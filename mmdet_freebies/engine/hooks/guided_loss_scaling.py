@@ -55,8 +55,14 @@ def _total(value: LossValue) -> Tensor:
                     f'of tensors per loss key, got {type(value).__name__}')
 
 
+def _is_number(value) -> bool:
+    """An int or float, not a bool (``True`` would read as 1)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check_freeze_after(freeze_after: int) -> None:
-    if not isinstance(freeze_after, int) or freeze_after < 0:
+    if (not isinstance(freeze_after, int) or isinstance(freeze_after, bool)
+            or freeze_after < 0):
         raise ValueError('GuidedLossScaling: freeze_after must be an int '
                          f'>= 0, got {freeze_after!r}')
 
@@ -144,7 +150,7 @@ class GuidedLossScaler:
                                  f'{group.get(role)!r}')
             group[role] = list(keys)
         factor = group.setdefault('factor', 1.0)
-        if not isinstance(factor, (int, float)) or factor <= 0:
+        if not _is_number(factor) or factor <= 0:
             raise ValueError(f'GuidedLossScaling group {name!r}: factor must '
                              f'be a positive number, got {factor!r}')
         if group.setdefault('reduce', 'sum') not in _REDUCES:
@@ -357,9 +363,12 @@ class GuidedLossScaling(Hook):
                                     'be a preset name or a dict')
                 if isinstance(g, dict):
                     GuidedLossScaler._check_group(g)
-        if not isinstance(roi_factor, (int, float)) or roi_factor <= 0:
+        if not _is_number(roi_factor) or roi_factor <= 0:
             raise ValueError('GuidedLossScaling: roi_factor must be positive, '
                              f'got {roi_factor!r}')
+        if not isinstance(sync, bool):
+            raise ValueError('GuidedLossScaling: sync must be True or False, '
+                             f'got sync={sync!r}')
         self.groups = groups if groups == 'auto' else list(groups)
         self.guide = guide
         self.roi_factor = roi_factor

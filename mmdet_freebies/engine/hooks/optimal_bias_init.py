@@ -146,6 +146,19 @@ class OptimalBiasInit(Hook):
                                           and 0.0 < value < 1.0):
                 raise ValueError(f'OptimalBiasInit: {key} must lie in (0, 1),'
                                  f' got {value!r}')
+        for key, value in (('per_class', per_class), ('force', force),
+                           ('roi_log_prior', roi_log_prior)):
+            if not isinstance(value, bool):
+                raise ValueError(f'OptimalBiasInit: {key} must be True or '
+                                 f'False, got {key}={value!r}')
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f'OptimalBiasInit: seed must be an int, got '
+                             f'seed={seed!r}')
+        if num_workers is not None and (not isinstance(num_workers, int)
+                                        or isinstance(num_workers, bool)
+                                        or num_workers < 0):
+            raise ValueError('OptimalBiasInit: num_workers must be None or an '
+                             f'int >= 0, got num_workers={num_workers!r}')
         if prior is not None and per_class:
             raise ValueError('OptimalBiasInit: per_class=True needs counted '
                              'priors; it cannot be used with prior='

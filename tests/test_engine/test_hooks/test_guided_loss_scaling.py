@@ -207,6 +207,11 @@ def test_state_dict_roundtrip_for_resume():
     (dict(groups=[dict(name='x', cls=[], reg=['b'])]), 'cls must be'),
     (dict(groups=[dict(name='x', cls=['a'], reg=['b'], factor=-1)]),
      'factor must be a positive number, got -1'),
+    # bools are ints in Python: True would freeze after 1 iteration
+    (dict(freeze_after=True), 'freeze_after must be an int >= 0, got True'),
+    (dict(groups=[dict(name='x', cls=['a'], reg=['b'], factor=True)]),
+     'factor must be a positive number, got True'),
+    (dict(sync='no'), "sync must be True or False, got sync='no'"),
 ])
 def test_bad_arguments_raise_at_build_time(kwargs, match):
     with pytest.raises((ValueError, KeyError, TypeError), match=match):

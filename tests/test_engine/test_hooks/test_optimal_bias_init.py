@@ -199,7 +199,11 @@ def test_a_subclass_with_its_own_targets_is_not_counted(toy_cfg, tmp_path):
      (dict(num_images=0), 'num_images'), (dict(num_images=2.5), 'num_images'),
      (dict(prior=1e-4, per_class=True), 'per_class'),
      (dict(roi_fg_fraction=0.25), 'roi_fg_fraction'),
-     (dict(roi_log_prior=True, roi_fg_fraction=1.5), 'roi_fg_fraction')])
+     (dict(roi_log_prior=True, roi_fg_fraction=1.5), 'roi_fg_fraction'),
+     (dict(per_class='no'), "per_class='no'"),
+     (dict(force='False'), "force='False'"),
+     (dict(seed='abc'), "seed='abc'"),
+     (dict(num_workers=-3), 'num_workers=-3')])
 def test_bad_arguments(kwargs, key):
     with pytest.raises(ValueError, match=key):
         OptimalBiasInit(**kwargs)
