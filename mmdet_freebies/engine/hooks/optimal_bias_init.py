@@ -54,14 +54,18 @@ def _set_sigmoid_bias(head: nn.Module, priors: List[float]) -> List[float]:
 
 def _set_yolov3_bias(head: YOLOV3Head, obj_prior: float,
                      cls_priors: List[float]) -> Dict[str, object]:
+    """With one class, the class channel's target over positives is 1,
+    whose logit is infinite: that channel keeps its initialisation."""
     obj_bias = prior_to_bias(obj_prior)
-    cls_biases = [prior_to_bias(p) for p in cls_priors]
+    single = head.num_classes == 1
+    cls_biases = [None] if single else [prior_to_bias(p) for p in cls_priors]
     for conv, num_anchors in zip(head.convs_pred,
                                  head.prior_generator.num_base_priors):
         # channels are [x, y, w, h, obj, cls_0..cls_C-1] per anchor
         bias = conv.bias.data.view(num_anchors, head.num_attrib)
         bias[:, 4] = obj_bias
-        bias[:, 5:] = torch.tensor(cls_biases, dtype=bias.dtype)
+        if not single:
+            bias[:, 5:] = torch.tensor(cls_biases, dtype=bias.dtype)
     return dict(objectness_bias=obj_bias, bias=cls_biases)
 
 
@@ -109,7 +113,8 @@ class OptimalBiasInit(Hook):
             Defaults to False.
         prior (float, optional): A constant prior instead of counting (the
             official G3 code: RetinaNet 1e-5; FCOS, Faster R-CNN 1e-4; ATSS,
-            PAA 3e-3). For YOLOv3 it sets objectness and class channels.
+            PAA 3e-3). For YOLOv3 it sets the objectness channels; the class
+            channels, trained on positives only, get 1 / C.
             Defaults to None.
         roi_log_prior (bool): Also set the softmax RoI classifier's bias to
             ``log p`` (background ``1 - f``, class ``c`` ``f * n_c / n``
@@ -269,7 +274,12 @@ class OptimalBiasInit(Hook):
             layer=cls_layer_name(head),
             source='counted' if self.prior is None else 'constant',
             per_class=self.per_class)
-        if self.prior is not None:
+        if self.prior is not None and isinstance(head, YOLOV3Head):
+            # the class channels train on positives only: their optimal
+            # prior is the mean class target there, 1 / C
+            priors = [1 / head.num_classes] * head.num_classes
+            obj_prior = self.prior
+        elif self.prior is not None:
             priors = [self.prior] * head.num_classes
             obj_prior = self.prior
         else:

@@ -150,6 +150,28 @@ def test_yolov3_objectness_and_class_priors(toy_cfg, tmp_path):
     assert obj < cls < 0
 
 
+@pytest.mark.parametrize('num_classes', [4, 1])
+def test_yolov3_constant_prior_is_for_objectness(toy_cfg, tmp_path,
+                                                 num_classes):
+    """The class channels train on positives only: 1 / C, not the
+    objectness prior; with one class (target 1, an infinite logit) they
+    keep their initialisation."""
+    cfg = toy_cfg('yolov3_baseline.py')
+    cfg.model.bbox_head.num_classes = num_classes
+    model, dataset = _build(cfg)
+    head = model.bbox_head
+    before = [c.bias.detach().clone().view(-1, head.num_attrib)
+              for c in head.convs_pred]
+    _run_hook(FakeRunner(model, dataset, tmp_path), prior=1e-3)
+    for conv, old in zip(head.convs_pred, before):
+        bias = conv.bias.detach().view(-1, head.num_attrib)
+        assert torch.allclose(bias[:, 4],
+                              torch.tensor(prior_to_bias(1e-3)))
+        expected = old[:, 5:] if num_classes == 1 else torch.full_like(
+            old[:, 5:], prior_to_bias(1 / num_classes))
+        assert torch.allclose(bias[:, 5:], expected)
+
+
 def test_roi_log_prior(toy_cfg, tmp_path):
     model, dataset = _build(toy_cfg('faster_rcnn_biased.py'))
     hook = _run_hook(FakeRunner(model, dataset, tmp_path), roi_log_prior=True)
