@@ -9,6 +9,7 @@ Examples:
         --out-dir work_dirs/stats
 """
 import argparse
+import copy
 import os
 import os.path as osp
 import sys
@@ -52,6 +53,7 @@ def main(argv=None):
                                                     compute_stats,
                                                     format_table,
                                                     plot_histograms)
+    from mmdet_freebies.utils.toy import find_datasets
     register_all_modules(init_default_scope=True)
     splits = [('train', 'train_dataloader')]
     if args.val:
@@ -59,7 +61,12 @@ def main(argv=None):
     stats = {}
     for split, loader in splits:
         print(f'{split}: reading annotations')
-        dataset = DATASETS.build(cfg[loader].dataset)
+        dataset_cfg = copy.deepcopy(cfg[loader].dataset)
+        for d in find_datasets(dataset_cfg):
+            # the whole set: mmdet's filter_empty_gt would hide the images
+            # without annotations that this table counts
+            d.pop('filter_cfg', None)
+        dataset = DATASETS.build(dataset_cfg)
         classes = dataset.metainfo['classes']
         stats[split] = compute_stats(collect_annotations(dataset), classes)
     anchors = {}

@@ -1,6 +1,7 @@
 import json
 import math
 import os.path as osp
+import shutil
 
 import numpy as np
 import pytest
@@ -90,6 +91,27 @@ def test_cli_on_the_toy_set(toy_data_root, tmp_path, capsys):
         tool.parse_args(['x.py', '--prior-images', '-3'])
     assert '--prior-images must be >= 0 (0 skips it), got -3' in \
         capsys.readouterr().err
+
+
+def test_cli_counts_the_images_training_filters_out(toy_data_root,
+                                                   tmp_path, capsys):
+    """retinanet_fl's train set drops images without annotations
+    (filter_empty_gt); the statistics still count them."""
+    root = tmp_path / 'toy'
+    shutil.copytree(toy_data_root, root)
+    ann = root / 'annotations' / 'train.json'
+    coco = json.loads(ann.read_text())
+    empty = {img['id'] for img in coco['images'][:3]}
+    coco['annotations'] = [a for a in coco['annotations']
+                           if a['image_id'] not in empty]
+    ann.write_text(json.dumps(coco))
+    tool = import_tool('dataset_stats')
+    tool.main([osp.join(REPO, 'configs', 'retinanet_fl.py'), '--toy',
+               'small', '--toy-data', str(root), '--out-dir',
+               str(tmp_path / 'out'), '--prior-images', '0'])
+    line = next(x for x in capsys.readouterr().out.splitlines()
+                if x.startswith('| images without annotations'))
+    assert line.split('|')[2].strip() == '3'
 
 
 def test_class_aware_config_builds_its_sampler(toy_cfg):
