@@ -228,11 +228,13 @@ class TrainingHealthHook(Hook):
         for name, value in (('window', window), ('smooth', smooth),
                             ('stagnation_window', stagnation_window),
                             ('score_interval', score_interval)):
-            if not isinstance(value, int) or value < 1:
+            if (not isinstance(value, int) or isinstance(value, bool)
+                    or value < 1):
                 raise ValueError(f'{name} must be a positive int, got '
                                  f'{value!r}')
-        if warmup_iters is not None and not (isinstance(warmup_iters, int)
-                                             and warmup_iters >= 0):
+        if warmup_iters is not None and (not isinstance(warmup_iters, int)
+                                         or isinstance(warmup_iters, bool)
+                                         or warmup_iters < 0):
             raise ValueError('warmup_iters must be None or an int >= 0, got '
                              f'{warmup_iters!r}')
         for name, value, ok in (

@@ -392,8 +392,13 @@ def test_bad_arguments():
                        ('stagnation_rel', 1.0), ('collapse_score', 0.0)):
         with pytest.raises(ValueError, match=f'{key}={value!r}'):
             TrainingHealthHook(**{key: value})
-    with pytest.raises(ValueError, match='warmup_iters must be .* -1'):
-        TrainingHealthHook(warmup_iters=-1)
+    for value in (-1, True):
+        with pytest.raises(ValueError, match=f'warmup_iters must be .* '
+                           f'{value!r}'):
+            TrainingHealthHook(warmup_iters=value)
+    with pytest.raises(ValueError, match='smooth must be a positive int, '
+                       'got True'):
+        TrainingHealthHook(smooth=True)
     # one score sample per window: collapse could never be judged
     with pytest.raises(ValueError, match='score_interval=30 .* window=50'):
         TrainingHealthHook(score_interval=30)
