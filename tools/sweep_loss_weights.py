@@ -44,8 +44,9 @@ def parse_values(text: str) -> List[float]:
 
 def check_key(cfg, key: str) -> None:
     """Raise ``ValueError`` unless ``key`` (dotted, list indices as numbers)
-    names a number in the ``Config`` ``cfg``: ``--cfg-options`` would silently add a
-    misspelt key, and every run of the sweep would be the same."""
+    names a number in the ``Config`` ``cfg``: ``--cfg-options`` would
+    silently add a misspelt key, and every run of the sweep would be the
+    same."""
     node, path = cfg.to_dict(), []
     for part in key.split('.'):
         path.append(part)

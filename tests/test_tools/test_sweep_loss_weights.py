@@ -42,7 +42,9 @@ def test_the_key_must_name_a_number_in_the_config(tmp_path):
     sweep.check_key(cfg, 'model.rpn_head.loss_bbox.loss_weight')
     sweep.check_key(cfg, 'model.test_cfg.rcnn.score_thr')
     for key, match in (
-            ('model.bbox_head.loss_bbox.loss_weigth', "no 'model.bbox_head'"),
+            ('model.rpn_head.loss_bbox.loss_weigth',
+             "no 'model.rpn_head.loss_bbox.loss_weigth'"),
+            ('model.roi_head.bbox_head', 'not a number'),
             ('model.test_cfg.rcnn.scor_thr', "no 'model.test_cfg.rcnn.scor"),
             ('model.rpn_head.loss_bbox', 'not a number')):
         with pytest.raises(ValueError, match=match):

@@ -5,7 +5,6 @@ Networks" (arXiv:1902.04103), Sec. 3.1 and Table 1; reference code:
 GluonCV ``gluoncv/data/mixup/detection.py`` (``MixupDetection``).
 """
 import copy
-import numbers
 from typing import List, Optional
 
 import numpy as np
@@ -13,21 +12,21 @@ from mmcv.transforms import BaseTransform
 from mmdet.registry import TRANSFORMS
 from mmdet.structures.bbox import BaseBoxes
 
+from ...utils.checks import is_int, is_real
+
 # Instance-aligned keys that cannot be mixed by concatenation (their
 # geometry would need padding per type); rejected with a clear error.
 _UNSUPPORTED_KEYS = ('gt_masks', 'gt_seg_map')
 
 
 def _check_positive(owner: str, key: str, value) -> None:
-    if (not isinstance(value, numbers.Real) or isinstance(value, bool)
-            or not 0 < value < float('inf')):
+    if not is_real(value) or not 0 < value < float('inf'):
         raise ValueError(f'{owner}: {key} must be a finite number > 0 (a '
                          f'Beta distribution parameter), got {key}={value!r}')
 
 
 def _check_unit(owner: str, key: str, value) -> None:
-    if (not isinstance(value, numbers.Real) or isinstance(value, bool)
-            or not 0 <= value <= 1):
+    if not is_real(value) or not 0 <= value <= 1:
         raise ValueError(f'{owner}: {key} must be a number in [0, 1], '
                          f'got {key}={value!r}')
 
@@ -331,9 +330,7 @@ class VisuallyCoherentMixupCached(_CoherentMixupBase):
                  with_weights: bool = True,
                  max_cached_images: int = 20) -> None:
         super().__init__(alpha, beta, ratio, prob, with_weights)
-        if (not isinstance(max_cached_images, int)
-                or isinstance(max_cached_images, bool)
-                or max_cached_images < 2):
+        if not is_int(max_cached_images) or max_cached_images < 2:
             raise ValueError(
                 f'{type(self).__name__}: max_cached_images must be an int '
                 f'>= 2, got max_cached_images={max_cached_images!r}')

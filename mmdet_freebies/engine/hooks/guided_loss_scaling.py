@@ -30,6 +30,8 @@ from torch import Tensor
 
 from mmdet.registry import HOOKS
 
+from ...utils.checks import is_int, is_real
+
 LossValue = Union[Tensor, List[Tensor]]
 GroupSpec = Union[str, dict]
 
@@ -55,14 +57,8 @@ def _total(value: LossValue) -> Tensor:
                     f'of tensors per loss key, got {type(value).__name__}')
 
 
-def _is_number(value) -> bool:
-    """An int or float, not a bool (``True`` would read as 1)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _check_freeze_after(freeze_after: int) -> None:
-    if (not isinstance(freeze_after, int) or isinstance(freeze_after, bool)
-            or freeze_after < 0):
+    if not is_int(freeze_after) or freeze_after < 0:
         raise ValueError('GuidedLossScaling: freeze_after must be an int '
                          f'>= 0, got {freeze_after!r}')
 
@@ -150,7 +146,7 @@ class GuidedLossScaler:
                                  f'{group.get(role)!r}')
             group[role] = list(keys)
         factor = group.setdefault('factor', 1.0)
-        if not _is_number(factor) or factor <= 0:
+        if not is_real(factor) or factor <= 0:
             raise ValueError(f'GuidedLossScaling group {name!r}: factor must '
                              f'be a positive number, got {factor!r}')
         if group.setdefault('reduce', 'sum') not in _REDUCES:
@@ -363,7 +359,7 @@ class GuidedLossScaling(Hook):
                                     'be a preset name or a dict')
                 if isinstance(g, dict):
                     GuidedLossScaler._check_group(g)
-        if not _is_number(roi_factor) or roi_factor <= 0:
+        if not is_real(roi_factor) or roi_factor <= 0:
             raise ValueError('GuidedLossScaling: roi_factor must be positive, '
                              f'got {roi_factor!r}')
         if not isinstance(sync, bool):

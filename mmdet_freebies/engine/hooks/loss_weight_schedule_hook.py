@@ -2,13 +2,14 @@
 training-failure study (classification first, then a rising localization
 weight)."""
 import math
-import numbers
 from typing import List, Optional, Sequence
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from mmdet.registry import HOOKS
+
+from ...utils.checks import is_real
 
 _POLICIES = ('linear', 'cosine', 'step')
 
@@ -53,8 +54,7 @@ def _check_schedule(i: int, s: dict) -> dict:
                if policy == 'step' else
                [(k, s[k]) for k in ('from_weight', 'to_weight')])
     for key, w in weights:
-        if (not isinstance(w, numbers.Real) or isinstance(w, bool)
-                or not 0 <= w < math.inf):
+        if not is_real(w) or not 0 <= w < math.inf:
             raise ValueError(f'{where}.{key}={w!r} must be a finite number '
                              '>= 0 (a loss weight)')
     return s

@@ -20,6 +20,7 @@ from ...models.dense_heads import WeightedYOLOV3Head
 from ...models.roi_heads.weighted_roi_head import (GTWeightedBBoxHeadMixin,
                                                    GTWeightedRoIHeadMixin)
 from ...models.utils import GTWeightedAnchorHeadMixin
+from ...utils.checks import is_int
 
 DEFAULT_MIXUP_TYPES = ('VisuallyCoherentMixup', 'VisuallyCoherentMixupCached')
 
@@ -72,8 +73,7 @@ class MixupSwitchHook(Hook):
     def __init__(self,
                  num_last_epochs: int = 20,
                  type_keys: Sequence[str] = DEFAULT_MIXUP_TYPES) -> None:
-        if (not isinstance(num_last_epochs, int)
-                or isinstance(num_last_epochs, bool) or num_last_epochs < 0):
+        if not is_int(num_last_epochs) or num_last_epochs < 0:
             raise ValueError('MixupSwitchHook: num_last_epochs must be an int '
                              f'>= 0, got num_last_epochs={num_last_epochs!r}')
         if isinstance(type_keys, str) or not type_keys or not all(
@@ -117,11 +117,7 @@ class MixupSwitchHook(Hook):
                                   runner.max_epochs - self.num_last_epochs):
             return
         loader = runner.train_dataloader
-        found = self.switch_off(loader.dataset)
-        if not found:
-            warnings.warn(f'MixupSwitchHook: no transform of type '
-                          f'{self.type_keys} in the training dataset; '
-                          'nothing to switch off')
+        found = self.switch_off(loader.dataset)  # > 0: before_train checked
         runner.logger.info(f'MixupSwitchHook: mixup off from epoch '
                            f'{runner.epoch} ({found} transform(s))')
         if getattr(loader, 'persistent_workers', False):

@@ -22,6 +22,7 @@ from ...models.task_modules.prior_estimator import (PriorEstimate,
                                                     estimate_prior,
                                                     find_dense_head,
                                                     prior_to_bias)
+from ...utils.checks import is_int
 
 # Final classification conv of each supported head (PAAHead is an ATSSHead).
 # Most specific first: a subclass is matched by its nearest supported base.
@@ -140,8 +141,7 @@ class OptimalBiasInit(Hook):
                  roi_fg_fraction: Optional[float] = None,
                  seed: int = 0,
                  num_workers: Optional[int] = None) -> None:
-        if num_images is not None and (not isinstance(num_images, int)
-                                       or isinstance(num_images, bool)
+        if num_images is not None and (not is_int(num_images)
                                        or num_images < 1):
             raise ValueError('OptimalBiasInit: num_images must be a positive '
                              f'int or None, got {num_images!r}')
@@ -156,11 +156,10 @@ class OptimalBiasInit(Hook):
             if not isinstance(value, bool):
                 raise ValueError(f'OptimalBiasInit: {key} must be True or '
                                  f'False, got {key}={value!r}')
-        if not isinstance(seed, int) or isinstance(seed, bool):
+        if not is_int(seed):
             raise ValueError(f'OptimalBiasInit: seed must be an int, got '
                              f'seed={seed!r}')
-        if num_workers is not None and (not isinstance(num_workers, int)
-                                        or isinstance(num_workers, bool)
+        if num_workers is not None and (not is_int(num_workers)
                                         or num_workers < 0):
             raise ValueError('OptimalBiasInit: num_workers must be None or an '
                              f'int >= 0, got num_workers={num_workers!r}')
@@ -288,6 +287,8 @@ class OptimalBiasInit(Hook):
         if isinstance(head, YOLOV3Head):
             record.update(_set_yolov3_bias(head, obj_prior, priors),
                           objectness_prior=obj_prior)
+            if head.num_classes == 1:
+                priors = [None]  # the class channel was left as it was
         else:
             record['bias'] = _set_sigmoid_bias(head, priors)
         record['prior'] = priors if self.per_class else priors[0]

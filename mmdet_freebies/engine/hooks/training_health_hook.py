@@ -13,6 +13,8 @@ from torch import nn
 
 from mmdet.registry import HOOKS
 
+from ...utils.checks import is_int
+
 # Final classification layers of mmdet's heads, by attribute name.
 CLS_LAYER_NAMES = ('retina_cls', 'conv_cls', 'atss_cls', 'rpn_cls', 'fc_cls',
                    'convs_pred')
@@ -145,8 +147,9 @@ class TrainingHealthHook(Hook):
     * ``stagnation`` (the study's early failure, "the loss stays high"):
       ``stagnation_window`` iterations after the warm-up, the smoothed
       loss has not fallen ``stagnation_rel`` below its level at the end of
-      the warm-up. Judged once per run and only from the warm-up's end (not
-      after a resume past it): a healthy run's late plateau is no failure;
+      the warm-up. Judged once, in a run that starts within the warm-up
+      (not after a resume past it): a healthy run's late plateau is no
+      failure;
     * ``collapse``: every sampled max foreground score in ``window``
       iterations is below ``collapse_score`` and the second half of the
       window does not exceed the first (a run that starts at a tiny prior
@@ -228,12 +231,10 @@ class TrainingHealthHook(Hook):
         for name, value in (('window', window), ('smooth', smooth),
                             ('stagnation_window', stagnation_window),
                             ('score_interval', score_interval)):
-            if (not isinstance(value, int) or isinstance(value, bool)
-                    or value < 1):
+            if not is_int(value) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got '
                                  f'{value!r}')
-        if warmup_iters is not None and (not isinstance(warmup_iters, int)
-                                         or isinstance(warmup_iters, bool)
+        if warmup_iters is not None and (not is_int(warmup_iters)
                                          or warmup_iters < 0):
             raise ValueError('warmup_iters must be None or an int >= 0, got '
                              f'{warmup_iters!r}')
@@ -309,10 +310,11 @@ class TrainingHealthHook(Hook):
             self.warmup_iters = self._infer_warmup(runner)
         self._losses: Deque[float] = deque(maxlen=self.smooth)
         self._best = math.inf  # smoothed minimum since warm-up
-        # (iteration, smoothed loss) when first judged, and whether
-        # stagnation is still to be judged in this run
+        # (iteration, smoothed loss) when first judged; stagnation is judged
+        # once, in a run that starts within the warm-up (a run resumed past
+        # it does not know the loss at the warm-up's end)
         self._start: Optional[Tuple[int, float]] = None
-        self._stagnation_open = True
+        self._stagnation_open = runner.iter <= self.warmup_iters
         self._fg_max: Deque[Tuple[int, float]] = deque()
         self._ratios: Dict[str, Deque[Tuple[int, float]]] = {}
         self._reported = set()
@@ -487,11 +489,7 @@ class TrainingHealthHook(Hook):
         if not self._stagnation_open:
             return
         if self._start is None:
-            # the first full smoothing window after warm-up; a run resumed
-            # past it does not know its level at the end of the warm-up
             self._start = (it, loss)
-            self._stagnation_open = it <= max(self.warmup_iters + 1,
-                                              self.smooth)
             return
         start_it, start = self._start
         if it - start_it < self.stagnation_window:
@@ -535,8 +533,8 @@ class TrainingHealthHook(Hook):
         if message is None:
             return
         filename = f'health_stop_iter_{it}.pth'
-        # rank 0 writes; by iteration, so that --resume continues right
-        # after this iteration (by epoch would skip the rest of the epoch)
+        # rank 0 writes; by iteration, as CheckpointHook's iteration saves
+        # (by epoch would skip the rest of the epoch on --resume)
         runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
         # the other ranks wait: under torchrun, a rank exiting with the
         # error makes the launcher kill rank 0 in the middle of the write

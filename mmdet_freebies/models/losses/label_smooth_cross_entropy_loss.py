@@ -16,6 +16,8 @@ from mmdet.models.losses.utils import weight_reduce_loss
 from mmdet.registry import MODELS
 from torch import Tensor
 
+from ...utils.checks import is_real
+
 
 def label_smooth_cross_entropy(pred: Tensor,
                                label: Tensor,
@@ -130,9 +132,7 @@ class LabelSmoothCrossEntropyLoss(CrossEntropyLoss):
                  ignore_index: Optional[int] = None,
                  loss_weight: float = 1.0,
                  avg_non_ignore: bool = False) -> None:
-        if isinstance(label_smoothing, bool) or not isinstance(
-                label_smoothing, (int, float)) or not (0 <= label_smoothing
-                                                       < 1):
+        if not is_real(label_smoothing) or not 0 <= label_smoothing < 1:
             raise ValueError('LabelSmoothCrossEntropyLoss: label_smoothing '
                              'must be a number in [0, 1), got '
                              f'label_smoothing={label_smoothing!r}')

@@ -177,7 +177,8 @@ def check_supported(head: nn.Module, counted: bool = True) -> None:
             f'cannot estimate the foreground prior of head type '
             f'{type(head).__name__!r}{subclass}; the supported head types '
             f'(exactly) are {[h.__name__ for h in SUPPORTED_HEADS]}; '
-            'OptimalBiasInit(prior=...) sets a constant prior instead')
+            'OptimalBiasInit(prior=...) without roi_log_prior sets a '
+            'constant prior and counts nothing')
     if not isinstance(head, YOLOV3Head) and not getattr(
             head, 'use_sigmoid_cls', True):
         raise ValueError(

@@ -170,6 +170,9 @@ def test_yolov3_constant_prior_is_for_objectness(toy_cfg, tmp_path,
         expected = old[:, 5:] if num_classes == 1 else torch.full_like(
             old[:, 5:], prior_to_bias(1 / num_classes))
         assert torch.allclose(bias[:, 5:], expected)
+    record = json.load(open(tmp_path / 'optimal_bias_init.json'))
+    assert record['objectness_prior'] == 1e-3
+    assert record['prior'] == (None if num_classes == 1 else 0.25)
 
 
 def test_roi_log_prior(toy_cfg, tmp_path):

@@ -193,13 +193,32 @@ def test_a_plateau_after_the_loss_fell_is_no_stagnation(tmp_path):
         'below' in hook.detections[0]['message']
 
 
-def test_a_run_resumed_past_the_warmup_is_not_judged_for_stagnation(
+def test_stagnation_is_judged_only_in_a_run_started_in_the_warmup(
         tmp_path):
+    flat = lambda i: dict(loss_cls=1.0, loss_bbox=1.0)  # noqa: E731
+    # resumed past the warm-up (iteration 20): the level at its end is
+    # unknown
     runner = _runner(tmp_path)
     runner.iter = 1000
-    hook = _hook(patterns=['stagnation'])
-    _train(hook, runner, lambda i: dict(loss_cls=1.0, loss_bbox=1.0), 40)
+    hook = _hook(patterns=['stagnation'], warmup_iters=20)
+    _train(hook, runner, flat, 40)
     assert hook.detections == []
+    # resumed late in the warm-up: judged from the first full smoothing
+    # window of 5, iteration 23, 8 iterations on
+    runner = _runner(tmp_path)
+    runner.iter = 18
+    hook = _hook(patterns=['stagnation'], warmup_iters=20, smooth=5)
+    _train(hook, runner, flat, 20)
+    assert [d['iter'] for d in hook.detections] == [31]
+
+
+def test_a_nan_first_does_not_hide_stagnation(tmp_path):
+    runner = _runner(tmp_path)
+    hook = _hook()
+    _train(hook, runner, lambda i: dict(
+        loss_cls=math.nan if i == 0 else 1.0, loss_bbox=1.0), 20)
+    assert [(d['pattern'], d['iter']) for d in hook.detections] == [
+        ('non_finite', 1), ('stagnation', 11)]
 
 
 @pytest.mark.parametrize('pattern,losses,bias,first_iter', [
