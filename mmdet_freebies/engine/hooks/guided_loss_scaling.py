@@ -19,6 +19,7 @@ standard mmdet loss keys. Turning it on is one config line::
     custom_hooks = [dict(type='GuidedLossScaling')]
 """
 import copy
+import warnings
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -87,16 +88,17 @@ class GuidedLossScaler:
 
     Args:
         groups (list[dict]): Resolved groups, each ``dict(name, cls, reg,
-            factor=1.0, reduce='sum')``.
+            factor=1.0, reduce='sum', freeze=True)``; ``freeze=False`` keeps
+            the group's per-iteration ratio under ``freeze_after``.
         sync (bool): Average the valid ratios across ranks
             (``mmengine.dist.all_reduce``) so every rank scales alike.
             Defaults to False.
         freeze_after (int): The 2021 variant: use per-iteration ratios for
-            this many iterations, then freeze each group's ratio at the mean
-            of its valid warm-up ratios over all ranks (one all-reduce, with
-            or without ``sync``), so every rank and a resumed run use the
-            same ratio. 0 keeps the per-iteration ratio of the paper.
-            Defaults to 0.
+            this many iterations, then freeze the ratio of each group with
+            ``freeze`` at the mean of its valid warm-up ratios over all ranks
+            (one all-reduce, with or without ``sync``), so every rank and a
+            resumed run use the same ratio. 0 keeps the per-iteration ratio
+            of the paper. Defaults to 0.
     """
 
     def __init__(self,
@@ -116,6 +118,14 @@ class GuidedLossScaler:
         if clashes:
             raise ValueError('GuidedLossScaling: loss keys used by more than '
                              f'one group or role: {clashes}')
+        # the groups whose ratio freeze_after freezes
+        self._freezing = [g['name'] for g in self.groups
+                          if freeze_after and g['freeze']]
+        if freeze_after and not self._freezing:
+            warnings.warn(
+                f'GuidedLossScaling: freeze_after={freeze_after} has no '
+                f'effect: no group of {names} freezes (the rpn and roi '
+                'presets keep per-iteration ratios, as the 2021 code)')
         self.sync = sync
         self.freeze_after = freeze_after
         self.num_iters = 0
@@ -127,7 +137,8 @@ class GuidedLossScaler:
     @staticmethod
     def _check_group(group: dict) -> dict:
         group = dict(group)
-        unknown = set(group) - {'name', 'cls', 'reg', 'factor', 'reduce'}
+        unknown = set(group) - {'name', 'cls', 'reg', 'factor', 'reduce',
+                                'freeze'}
         if unknown:
             raise KeyError(f'GuidedLossScaling group {group!r}: unknown keys '
                            f'{sorted(unknown)}')
@@ -149,6 +160,9 @@ class GuidedLossScaler:
         if not is_real(factor) or factor <= 0:
             raise ValueError(f'GuidedLossScaling group {name!r}: factor must '
                              f'be a positive number, got {factor!r}')
+        if not isinstance(group.setdefault('freeze', True), bool):
+            raise ValueError(f'GuidedLossScaling group {name!r}: freeze must '
+                             f"be True or False, got {group['freeze']!r}")
         if group.setdefault('reduce', 'sum') not in _REDUCES:
             raise ValueError(f'GuidedLossScaling group {name!r}: reduce must '
                              f"be one of {_REDUCES}, got {group['reduce']!r}")
@@ -193,7 +207,7 @@ class GuidedLossScaler:
     def compute_ratios(self, losses: dict) -> Tensor:
         """Detached float32 ratio per group (updates the scaler's state)."""
         ratios = self._raw_ratios(losses)
-        if self.frozen:
+        if self.frozen and len(self._freezing) == len(self.groups):
             return torch.stack(
                 [self.frozen[g['name']] for g in self.groups]).to(ratios)
         valid = torch.isfinite(ratios) & (ratios > 0)
@@ -206,20 +220,27 @@ class GuidedLossScaler:
         for g, ratio in zip(self.groups, ratios):
             self.last[g['name']] = ratio
         self.num_iters += 1
-        if self.freeze_after:
+        if self.frozen:  # the groups without freeze stay per iteration
+            return torch.stack([
+                self.frozen.get(g['name'], ratio)
+                for g, ratio in zip(self.groups, ratios)
+            ]).to(ratios)
+        if self._freezing:
             self._accumulate(ratios, valid)
         return ratios
 
     def _accumulate(self, ratios: Tensor, valid: Tensor) -> None:
         for g, ratio, ok in zip(self.groups, ratios, valid):
             name = g['name']
+            if name not in self._freezing:
+                continue
             zero = ratio.new_zeros(())
             self._warmup_sum[name] = self._warmup_sum.get(
                 name, zero).to(ratio) + torch.where(ok, ratio, zero)
             self._warmup_count[name] = self._warmup_count.get(
                 name, zero).to(ratio) + ok.float()
         if self.num_iters >= self.freeze_after:
-            names = [g['name'] for g in self.groups]
+            names = self._freezing
             stats = torch.stack([
                 torch.stack([self._warmup_sum[n] for n in names]),
                 torch.stack([self._warmup_count[n] for n in names])
@@ -276,11 +297,14 @@ def preset_group(preset: str,
         loss_keys (Sequence[str], optional): The keys the model returns;
             needed by ``'dense'`` with ``guide='mean'``.
     """
+    # the 2021 code freezes the dense heads' ratio only: the RPN and RoI
+    # heads keep a per-iteration ratio
     if preset == 'rpn':
-        return dict(name='rpn', cls=['loss_rpn_cls'], reg=['loss_rpn_bbox'])
+        return dict(name='rpn', cls=['loss_rpn_cls'], reg=['loss_rpn_bbox'],
+                    freeze=False)
     if preset == 'roi':
         return dict(name='roi', cls=['loss_cls'], reg=['loss_bbox'],
-                    factor=roi_factor)
+                    factor=roi_factor, freeze=False)
     if preset == 'yolov3':
         return dict(name='cls', cls=['loss_cls', 'loss_conf'],
                     reg=['loss_xy', 'loss_wh'], reduce='sum')
@@ -328,8 +352,8 @@ class GuidedLossScaling(Hook):
         sync (bool): Average the ratio across ranks every iteration (one
             small all-reduce). Defaults to False.
         freeze_after (int): 2021 variant: freeze the ratio at the mean of the
-            first ``freeze_after`` iterations (the official code uses 100).
-            Its learnable uncertainty weights are not implemented: they are
+            first ``freeze_after`` iterations (the official code uses 100);
+            as there, the RPN and RoI groups stay per iteration. Its learnable uncertainty weights are not implemented: they are
             parameters and would add ``state_dict`` keys. Defaults to 0
             (per-iteration ratio, the paper's rule).
     """

@@ -115,6 +115,28 @@ def test_freeze_after_uses_mean_of_valid_warmup_ratios():
     assert out['gls_ratio_cls'].item() == pytest.approx(0.3)
 
 
+def test_freeze_after_keeps_the_rpn_and_roi_ratios_per_iteration():
+    """As the 2021 code: only the dense head's ratio freezes."""
+    s = GuidedLossScaler([preset_group('rpn'), preset_group('dense')],
+                         freeze_after=2)
+    for reg in (0.2, 0.4):
+        s(dict(loss_rpn_cls=t(1.0), loss_rpn_bbox=t(reg), loss_cls=t(1.0),
+               loss_bbox=t(reg)))
+    assert list(s.frozen) == ['cls']
+    out = s(dict(loss_rpn_cls=t(1.0), loss_rpn_bbox=t(5.0),
+                 loss_cls=t(1.0), loss_bbox=t(5.0)))
+    assert out['gls_ratio_cls'].item() == pytest.approx(0.3)
+    assert out['gls_ratio_rpn'].item() == pytest.approx(5.0)
+    # two-stage presets only: nothing would freeze
+    with pytest.warns(UserWarning, match='freeze_after=100 has no effect'):
+        GuidedLossScaler([preset_group('rpn'), preset_group('roi')],
+                         freeze_after=100)
+    # an explicit group can opt out too, and says so with a bool
+    with pytest.raises(ValueError, match="freeze must be True or False"):
+        GuidedLossScaler([dict(name='x', cls=['a'], reg=['b'],
+                               freeze='no')])
+
+
 def test_sync_averages_valid_ratios_over_ranks(monkeypatch):
     other = {}
 
