@@ -353,7 +353,8 @@ class GuidedLossScaling(Hook):
             small all-reduce). Defaults to False.
         freeze_after (int): 2021 variant: freeze the ratio at the mean of the
             first ``freeze_after`` iterations (the official code uses 100);
-            as there, the RPN and RoI groups stay per iteration. Its learnable uncertainty weights are not implemented: they are
+            as there, the RPN and RoI groups stay per iteration. Its
+            learnable uncertainty weights are not implemented: they are
             parameters and would add ``state_dict`` keys. Defaults to 0
             (per-iteration ratio, the paper's rule).
     """
