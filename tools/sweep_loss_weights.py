@@ -58,15 +58,16 @@ def check_key(cfg, key: str) -> None:
         else:
             raise ValueError(f'--key {key!r}: the config has no '
                              f'{".".join(path)!r}')
-    if not isinstance(node, (int, float)) or isinstance(node, bool):
+    from mmdet_freebies.utils.checks import is_real
+    if not is_real(node):
         raise ValueError(f'--key {key!r} holds {node!r}, not a number')
 
 
-def write_sweep_config(config: str, out: str, score_thr: float) -> str:
-    """A child config of ``config`` whose ``val_evaluator`` also runs
-    ``DetectionErrorMetric``; returns its path."""
-    from mmengine.config import Config
-    cfg = Config.fromfile(config)
+def write_sweep_config(cfg, out: str, score_thr: float) -> str:
+    """A child config of the loaded ``Config`` ``cfg`` (its file is the
+    ``_base_``) whose ``val_evaluator`` also runs ``DetectionErrorMetric``;
+    returns its path."""
+    config = cfg.filename
     evaluator = cfg.get('val_evaluator')
     if evaluator is None:
         raise ValueError(f'{config!r} has no val_evaluator')
@@ -174,16 +175,16 @@ def main(argv=None) -> int:
     if not osp.isfile(args.config):
         sys.exit(f'error: config file {args.config!r} does not exist')
     from mmengine.config import Config
+    cfg = Config.fromfile(args.config)
     try:
-        check_key(Config.fromfile(args.config), args.key)
+        check_key(cfg, args.key)
     except ValueError as e:
         sys.exit(f'error: {e}')
     from mmdet_freebies.utils.ablation import train_and_eval
     name = osp.splitext(osp.basename(args.config))[0]
     work_dir = osp.abspath(args.work_dir or f'work_dirs/sweep_{name}')
     os.makedirs(work_dir, exist_ok=True)
-    config = write_sweep_config(args.config,
-                                osp.join(work_dir, f'{name}_sweep.py'),
+    config = write_sweep_config(cfg, osp.join(work_dir, f'{name}_sweep.py'),
                                 args.score_thr)
     results = []
     for value in values:

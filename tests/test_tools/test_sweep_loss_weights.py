@@ -58,7 +58,7 @@ def test_the_key_must_name_a_number_in_the_config(tmp_path):
 
 def test_sweep_config_adds_the_error_metric(tmp_path):
     path = sweep.write_sweep_config(
-        osp.join(REPO, 'configs', 'retinanet_fl.py'),
+        Config.fromfile(osp.join(REPO, 'configs', 'retinanet_fl.py')),
         str(tmp_path / 'sweep.py'), score_thr=0.2)
     cfg = Config.fromfile(path)
     assert [e['type'] for e in cfg.val_evaluator] == [

@@ -273,14 +273,13 @@ class OptimalBiasInit(Hook):
             layer=cls_layer_name(head),
             source='counted' if self.prior is None else 'constant',
             per_class=self.per_class)
-        if self.prior is not None and isinstance(head, YOLOV3Head):
-            # the class channels train on positives only: their optimal
-            # prior is the mean class target there, 1 / C
-            priors = [1 / head.num_classes] * head.num_classes
+        if self.prior is not None:
             obj_prior = self.prior
-        elif self.prior is not None:
-            priors = [self.prior] * head.num_classes
-            obj_prior = self.prior
+            # YOLOv3's class channels train on positives only: their
+            # optimal prior is the mean class target there, 1 / C
+            cls_prior = 1 / head.num_classes if isinstance(
+                head, YOLOV3Head) else self.prior
+            priors = [cls_prior] * head.num_classes
         else:
             priors = self._class_priors(estimate)
             obj_prior = estimate.objectness_prior
