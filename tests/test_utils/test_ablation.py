@@ -1,5 +1,8 @@
+import json
 import os.path as osp
 import subprocess
+
+import pytest
 
 from mmdet_freebies.utils import ablation
 from mmdet_freebies.utils.ablation import (markdown_table, plot_losses,
@@ -61,3 +64,29 @@ def test_train_and_eval_paths_are_the_callers(tmp_path, monkeypatch):
     ablation.train_and_eval('my.py', 'work', toy='tiny')  # the default
     assert calls[1][0][calls[1][0].index('--toy-data') + 1] == osp.join(
         ablation.REPO, 'data/toy/')
+
+
+@pytest.mark.parametrize('loss, returncode, diverged', [
+    (1.5, 0, False), (float('nan'), 0, True), (1.5, 1, True)])
+def test_train_and_eval_reads_the_runs_scalars(tmp_path, monkeypatch, loss,
+                                               returncode, diverged):
+    """Metrics come from the non-loss records of the latest launch; a
+    non-finite loss or a failed process marks the run diverged."""
+
+    def fake_run(cmd, **kw):
+        for stamp, ap in (('20260101_000000', 0.1),
+                          ('20260102_000000', 0.3)):  # the latest counts
+            vis = tmp_path / 'work' / stamp / 'vis_data'
+            vis.mkdir(parents=True)
+            (vis / 'scalars.json').write_text(
+                json.dumps(dict(loss=2.0, loss_cls=1.0, iter=1)) + '\n'
+                + json.dumps(dict(loss=loss, loss_cls=loss, iter=2)) + '\n'
+                + json.dumps({'coco/bbox_mAP': ap, 'step': 1}) + '\n')
+        return subprocess.CompletedProcess(cmd, returncode)
+
+    monkeypatch.setattr(subprocess, 'run', fake_run)
+    r = ablation.train_and_eval('my.py', str(tmp_path / 'work'), toy=None)
+    assert r['diverged'] is diverged
+    assert r['returncode'] == returncode
+    assert r['coco/bbox_mAP'] == 0.3
+    assert [h['iter'] for h in r['loss_history']] == [1, 2]
