@@ -422,3 +422,23 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match='score_interval=30 .* window=50'):
         TrainingHealthHook(score_interval=30)
     TrainingHealthHook(score_interval=30, patterns=['divergence'])
+
+
+@pytest.mark.parametrize('config, expected', [
+    ('retinanet_fl.py', {'bbox_head.retina_cls': ('sigmoid', 4, 9)}),
+    ('fcos_fl.py', {'bbox_head.conv_cls': ('sigmoid', 4, 1)}),
+    ('faster_rcnn_biased.py', {'rpn_head.rpn_cls': ('sigmoid', 1, 3),
+                               'roi_head.bbox_head.fc_cls': ('softmax', 4,
+                                                             1)}),
+    ('yolov3_baseline.py', {'bbox_head.convs_pred': ('yolo', 4, 3)}),
+])
+def test_classification_layers_of_the_pack_s_detectors(toy_cfg, config,
+                                                       expected):
+    """The kind of score each head's classifier gives (sigmoid, softmax with
+    a background column, YOLOv3's objectness + classes), read from the real
+    mmdet heads."""
+    from mmdet.registry import MODELS
+    model = MODELS.build(toy_cfg(config).model)
+    found = {path: info for path, (_, info) in
+             TrainingHealthHook._find_cls_layers(model).items()}
+    assert found == expected
