@@ -10,7 +10,6 @@ mask of the input's size through mmdet's ``abs``/``log``/``where`` graph.
 """
 import math
 import warnings
-from numbers import Number
 from typing import Optional, Union
 
 import torch
@@ -19,6 +18,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from mmdet.registry import MODELS
+
+from ...utils.checks import is_real
 
 _REDUCTIONS = ('none', 'mean', 'sum')
 
@@ -101,7 +102,7 @@ class _BalancedL1(torch.autograd.Function):
 
 def _check_params(owner: str, alpha, gamma, beta) -> None:
     for key, value in (('alpha', alpha), ('gamma', gamma), ('beta', beta)):
-        if not isinstance(value, Number) or not value > 0:
+        if not is_real(value) or not value > 0:
             raise ValueError(f'{owner}: {key}={value!r} must be a number > 0')
 
 
@@ -224,7 +225,7 @@ class FusedBalancedL1Loss(nn.Module):
         if reduction not in _REDUCTIONS:
             raise ValueError(f'FusedBalancedL1Loss: reduction={reduction!r} '
                              f'must be one of {_REDUCTIONS}')
-        if not isinstance(loss_weight, Number):
+        if not is_real(loss_weight):
             raise ValueError(f'FusedBalancedL1Loss: loss_weight='
                              f'{loss_weight!r} must be a number')
         self.alpha = float(alpha)

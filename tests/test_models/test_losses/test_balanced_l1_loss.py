@@ -192,6 +192,7 @@ def test_registry_keeps_mmdet_class():
     (dict(beta='1'), "beta='1'"),
     (dict(reduction='avg'), "reduction='avg'"),
     (dict(loss_weight=None), 'loss_weight=None'),
+    (dict(alpha=True), 'alpha=True'),  # a bool is no number here
 ])
 def test_bad_arguments_fail_at_build(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -1,7 +1,7 @@
 """IoU-balanced sampling of Libra R-CNN, vectorised on the inputs' device.
 
 Pang et al., "Libra R-CNN: Towards Balanced Learning for Object Detection",
-CVPR 2019, Sec. 3.1, Eq. (2)-(3). The sampling semantics are those of mmdet's
+CVPR 2019, Sec. 3.1, Eq. (1)-(2). The sampling semantics are those of mmdet's
 ``IoUBalancedNegSampler`` (negatives) and ``InstanceBalancedPosSampler``
 (positives); the implementation is new and fixes their defects:
 
@@ -24,6 +24,8 @@ from torch import Tensor
 from mmdet.models.task_modules.assigners import AssignResult
 from mmdet.models.task_modules.samplers import BaseSampler
 from mmdet.registry import TASK_UTILS
+
+from ....utils.checks import is_int, is_real
 
 
 def _ranks(groups: Tensor, num_groups: int) -> Tensor:
@@ -55,7 +57,7 @@ class IoUBalancedSampler(BaseSampler):
 
     Libra R-CNN (CVPR 2019), Sec. 3.1: hard negatives are rare under random
     sampling, so negatives are drawn evenly from ``num_bins`` IoU intervals
-    (Eq. (3)). With ``floor_thr >= 0`` the negatives below it are drawn at
+    (Eq. (2)). With ``floor_thr >= 0`` the negatives below it are drawn at
     random for a ``floor_fraction`` share. A shortfall in any bin is filled
     at random from the negatives left. The bins split
     ``[max(floor_thr, 0), max IoU]`` evenly, the maximum being taken over all
@@ -74,7 +76,8 @@ class IoUBalancedSampler(BaseSampler):
         add_gt_as_proposals (bool): Add the gt boxes as proposals.
             Defaults to True.
         floor_thr (float): IoU below which negatives are sampled at random,
-            -1 to balance all negatives. Defaults to -1.
+            0 for the negatives at IoU exactly 0, -1 to balance all
+            negatives. Defaults to -1.
         floor_fraction (float): Share of the negatives drawn below
             ``floor_thr``. Defaults to 0.
         num_bins (int): Number of IoU bins. Defaults to 3.
@@ -99,19 +102,27 @@ class IoUBalancedSampler(BaseSampler):
             raise TypeError(f'IoUBalancedSampler got unexpected arguments '
                             f'{sorted(unknown)}')
         checks = (
-            ('num', num, isinstance(num, int) and num >= 0),
-            ('pos_fraction', pos_fraction, 0 <= pos_fraction <= 1),
-            ('floor_thr', floor_thr, floor_thr >= 0 or floor_thr == -1),
-            ('floor_fraction', floor_fraction, 0 <= floor_fraction <= 1),
-            ('num_bins', num_bins, isinstance(num_bins, int)
-             and num_bins >= 1),
+            ('num', num, is_int(num) and num >= 0, 'an int >= 0'),
+            ('pos_fraction', pos_fraction,
+             is_real(pos_fraction) and 0 <= pos_fraction <= 1, 'in [0, 1]'),
+            ('neg_pos_ub', neg_pos_ub, is_real(neg_pos_ub)
+             and (neg_pos_ub >= 0 or neg_pos_ub == -1), '>= 0 or -1'),
+            ('floor_thr', floor_thr, is_real(floor_thr)
+             and (floor_thr >= 0 or floor_thr == -1), '>= 0 or -1'),
+            ('floor_fraction', floor_fraction,
+             is_real(floor_fraction) and 0 <= floor_fraction <= 1,
+             'in [0, 1]'),
+            ('num_bins', num_bins, is_int(num_bins) and num_bins >= 1,
+             'an int >= 1'),
+            ('add_gt_as_proposals', add_gt_as_proposals,
+             isinstance(add_gt_as_proposals, bool), 'a bool'),
+            ('instance_balanced_pos', instance_balanced_pos,
+             isinstance(instance_balanced_pos, bool), 'a bool'),
         )
-        for key, value, ok in checks:
+        for key, value, ok, expected in checks:
             if not ok:
                 raise ValueError(f'IoUBalancedSampler: invalid {key}='
-                                 f'{value!r}; expected num an int >= 0, '
-                                 'pos_fraction and floor_fraction in [0, 1], '
-                                 'floor_thr >= 0 or -1, num_bins an int >= 1')
+                                 f'{value!r}; expected {expected}')
         super().__init__(
             num=num,
             pos_fraction=pos_fraction,
@@ -162,8 +173,7 @@ class IoUBalancedSampler(BaseSampler):
         low = max(self.floor_thr, 0)
         fractions = torch.arange(
             1, self.num_bins, device=iou.device) / self.num_bins
-        edges = fractions * (iou.max() - low) + low if low else \
-            fractions * iou.max()
+        edges = fractions * (iou.max() - low) + low
         bins = torch.bucketize(neg_iou, edges, right=True)
         num_balanced = int(num_expected * (1 - self.floor_fraction))
         quota = num_balanced // self.num_bins
