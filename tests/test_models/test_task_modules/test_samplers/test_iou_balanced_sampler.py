@@ -1,16 +1,19 @@
 """IoUBalancedSampler: exact counts, no duplicates, the reference's
 distribution, and the defects of mmdet's samplers that it fixes."""
 import copy
+import re
 import warnings
 
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.structures import InstanceData
+from mmdet.models.losses import BalancedL1Loss
 from mmdet.models.task_modules import AssignResult
 from mmdet.registry import MODELS, TASK_UTILS
 from mmdet.testing import demo_mm_inputs
 
+from mmdet_freebies.models.losses import FusedBalancedL1Loss
 from mmdet_freebies.models.task_modules.samplers import IoUBalancedSampler
 from mmdet_freebies.utils.toy import apply_toy
 
@@ -123,6 +126,33 @@ def test_negative_iou_histogram_matches_reference(floor_thr, floor_fraction,
         random = _neg_histogram(_ours(num=256, pos_fraction=0.25,
                                       num_bins=1), case, 20)
         assert (random - ref).abs().max() > 2.5 * HIST_TOL
+
+
+def test_floor_share_and_bin_quotas_are_exact():
+    """floor_thr=0.05, floor_fraction=0.5, 4 bins over [0.05, 0.44], 256
+    negatives wanted: 128 from under floor_thr and int(128 / 4) = 32 from
+    each bin, as mmdet's IoUBalancedNegSampler takes them; every bin has
+    more than 32, so the counts are exact on every draw."""
+    g = torch.Generator().manual_seed(0)
+
+    def uniform(n, low, high):
+        return low + (high - low) * torch.rand(n, generator=g)
+
+    ious = torch.cat([uniform(300, 0, 0.05), uniform(40, 0.06, 0.14),
+                      uniform(60, 0.16, 0.24), uniform(100, 0.26, 0.33),
+                      uniform(35, 0.35, 0.43), torch.tensor([0.44])])
+    case = Case.make([], ious)
+    cfg = dict(num=256, pos_fraction=0.25, add_gt_as_proposals=False,
+               floor_thr=0.05, floor_fraction=0.5, num_bins=4)
+    edges = torch.tensor([0, 0.05, 0.1475, 0.245, 0.3425, 0.45])
+    for sampler in (_ours(**cfg), _reference(**cfg)):
+        for seed in range(5):
+            if hasattr(sampler, 'neg_sampler'):  # undo mmdet's mutation
+                sampler.neg_sampler.floor_thr = 0.05
+            sampling, all_ious = case.draw(sampler, seed)
+            _check_counts(sampling, 0, 256)
+            counts = torch.histogram(all_ious[sampling.neg_inds], edges)[0]
+            assert counts.tolist() == [128, 32, 32, 32, 32], sampler
 
 
 def test_instance_balanced_positives_match_reference():
@@ -358,12 +388,14 @@ def test_one_host_synchronisation_per_draw_on_cuda():
 
 
 @pytest.mark.parametrize('key,value', [
-    ('floor_thr', -0.5), ('floor_fraction', 1.5), ('num_bins', 0),
-    ('pos_fraction', 2.0), ('num', -1)])
+    ('floor_thr', -0.5), ('floor_thr', '0.1'), ('floor_fraction', 1.5),
+    ('num_bins', 0), ('num_bins', True), ('pos_fraction', 2.0), ('num', -1),
+    ('neg_pos_ub', -2), ('add_gt_as_proposals', 'yes'),
+    ('instance_balanced_pos', 'no')])
 def test_bad_arguments_fail_at_build(key, value):
     cfg = dict(type='IoUBalancedSampler', num=512, pos_fraction=0.25)
     cfg[key] = value
-    with pytest.raises(ValueError, match=f'{key}={value!r}'):
+    with pytest.raises(ValueError, match=re.escape(f'{key}={value!r}')):
         TASK_UTILS.build(cfg)
 
 
@@ -390,11 +422,11 @@ def _toy_model(cfg):
 def test_faster_rcnn_libra_trains_and_loads_into_mmdet(toy_cfg, tmp_path,
                                                       toy_data_root):
     """One loss step on toy inputs, then the weights load strictly into
-    mmdet's own Libra config and predict the same boxes (no inference
-    cost)."""
-    cfg = toy_cfg('faster_rcnn_libra.py')
-    assert cfg.model.train_cfg.rcnn.sampler.type == 'IoUBalancedSampler'
-    model = _toy_model(cfg)
+    mmdet's own Libra config and predict the same boxes, scores and labels
+    (no inference cost)."""
+    model = _toy_model(toy_cfg('faster_rcnn_libra.py'))
+    assert isinstance(model.roi_head.bbox_sampler, IoUBalancedSampler)
+    assert isinstance(model.roi_head.bbox_head.loss_bbox, FusedBalancedL1Loss)
     packed = demo_mm_inputs(2, [[3, 64, 64], [3, 64, 64]], num_items=[3, 1],
                             num_classes=4)
     data = model.data_preprocessor(copy.deepcopy(packed), True)
@@ -406,6 +438,8 @@ def test_faster_rcnn_libra_trains_and_loads_into_mmdet(toy_cfg, tmp_path,
                     "libra-faster-rcnn_r50_fpn_1x_coco.py'\n")
     ref = _toy_model(apply_toy(Config.fromfile(str(base)), 'tiny',
                                toy_data_root))
+    assert type(ref.roi_head.bbox_sampler).__name__ == 'CombinedSampler'
+    assert type(ref.roi_head.bbox_head.loss_bbox) is BalancedL1Loss
     ref.load_state_dict(model.state_dict(), strict=True)
     model.eval(), ref.eval()
     data = model.data_preprocessor(copy.deepcopy(packed), False)
@@ -413,8 +447,10 @@ def test_faster_rcnn_libra_trains_and_loads_into_mmdet(toy_cfg, tmp_path,
         ours = model.predict(data['inputs'], data['data_samples'])
         theirs = ref.predict(data['inputs'], data['data_samples'])
     for a, b in zip(ours, theirs):
-        torch.testing.assert_close(a.pred_instances.bboxes,
-                                   b.pred_instances.bboxes)
+        assert len(a.pred_instances) == 100  # the comparison is not empty
+        for key in ('bboxes', 'scores', 'labels'):
+            torch.testing.assert_close(a.pred_instances[key],
+                                       b.pred_instances[key])
 
 
 def test_faster_rcnn_iou_balanced_config(toy_cfg):
