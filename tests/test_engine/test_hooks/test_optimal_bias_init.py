@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.dataset import pseudo_collate
+from mmengine.dataset import DefaultSampler, pseudo_collate
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from torch.utils.data import DataLoader
 
+from mmdet.datasets.samplers import AspectRatioBatchSampler
 from mmdet.registry import DATASETS, HOOKS, MODELS
 from mmdet_freebies.engine.hooks.optimal_bias_init import (OptimalBiasInit,
+                                                           _batch_size,
                                                            cls_layer_name)
 from mmdet_freebies.models.task_modules.prior_estimator import (estimate_prior,
                                                                 prior_to_bias)
@@ -175,16 +177,44 @@ def test_yolov3_constant_prior_is_for_objectness(toy_cfg, tmp_path,
     assert record['prior'] == (None if num_classes == 1 else 0.25)
 
 
-def test_roi_log_prior(toy_cfg, tmp_path):
+@pytest.mark.parametrize('roi_fg_fraction,fg', [(None, 0.25), (0.2, 0.2)])
+def test_roi_log_prior(toy_cfg, tmp_path, roi_fg_fraction, fg):
+    """The RoI head's softmax bias: log(1 - fg) for background and fg
+    split by the gt class frequencies; fg is the RoI sampler's pos_fraction
+    (0.25) unless roi_fg_fraction is given."""
     model, dataset = _build(toy_cfg('faster_rcnn_biased.py'))
-    hook = _run_hook(FakeRunner(model, dataset, tmp_path), roi_log_prior=True)
-    assert hook._roi_fg_fraction(model) == 0.25  # the RoI sampler's
+    _run_hook(FakeRunner(model, dataset, tmp_path), roi_log_prior=True,
+              roi_fg_fraction=roi_fg_fraction)
     probs = model.roi_head.bbox_head.fc_cls.bias.detach().double().exp()
-    assert probs[-1].item() == pytest.approx(0.75)  # background is last
+    assert probs[-1].item() == pytest.approx(1 - fg)  # background is last
     gt = json.load(open(
         tmp_path / 'optimal_bias_init.json'))['estimate']['num_gt_per_class']
-    assert probs[:-1].numpy() == pytest.approx(0.25 * np.array(gt) / sum(gt),
+    assert probs[:-1].numpy() == pytest.approx(fg * np.array(gt) / sum(gt),
                                                rel=1e-5)
+
+
+def test_seed_draws_the_counted_images(toy_cfg, tmp_path):
+    """4 of the 16 toy images: the hook counts the ones its seed draws."""
+    model, dataset = _build(toy_cfg('retinanet_fl.py'))
+    _run_hook(FakeRunner(model, dataset, tmp_path), num_images=4, seed=3)
+    record = json.load(open(tmp_path / 'optimal_bias_init.json'))
+    counts = {}
+    for s in (0, 3):
+        np.random.seed(0)  # the flips, as _run_hook draws them
+        counts[s] = estimate_prior(model, dataset, 4, batch_size=2,
+                                   seed=s).num_fg
+    assert counts[0] != counts[3]
+    assert record['estimate']['num_fg'] == counts[3]
+
+
+def test_batch_size_of_mmdet_s_batch_sampler_loaders(toy_cfg):
+    """mmdet's loaders batch with a batch sampler (``loader.batch_size`` is
+    None); the count must use the training batch, whose padding sets the
+    valid anchors."""
+    _, dataset = _build(toy_cfg('retinanet_fl.py'))
+    sampler = AspectRatioBatchSampler(DefaultSampler(dataset), batch_size=3)
+    assert _batch_size(DataLoader(dataset, batch_sampler=sampler)) == 3
+    assert _batch_size(DataLoader(dataset, batch_size=2)) == 2
 
 
 def test_unknown_head_fails_in_before_run(toy_cfg, tmp_path):
@@ -295,7 +325,7 @@ _DDP_WORKER = """
 import os, sys, types
 import numpy as np, torch, torch.distributed as dist
 from mmengine.config import Config
-from mmengine.dataset import pseudo_collate
+from mmengine.dataset import DefaultSampler, pseudo_collate
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from torch.utils.data import DataLoader
