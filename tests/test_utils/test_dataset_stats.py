@@ -127,3 +127,25 @@ def test_class_aware_config_builds_its_sampler(toy_cfg):
     assert isinstance(sampler, ClassAwareSampler)
     # One epoch keeps the length of the dataset (same schedule as random).
     assert len(list(iter(sampler))) == len(loader.dataset)
+
+
+def test_anchor_balance_is_the_prior_estimator_s_count(toy_cfg):
+    """num_bg is the valid priors that are not foreground, the ratio
+    num_fg / num_bg, over the config's training batches."""
+    from mmdet.registry import MODELS
+
+    from mmdet_freebies.models.task_modules.prior_estimator import \
+        estimate_prior
+    from mmdet_freebies.utils.dataset_stats import anchor_balance
+    cfg = toy_cfg('retinanet_fl.py')
+    np.random.seed(0)  # the same flips for both counts
+    balance = anchor_balance(cfg, num_images=8)
+    np.random.seed(0)
+    est = estimate_prior(MODELS.build(cfg.model),
+                         cfg.train_dataloader.dataset, num_images=8,
+                         batch_size=cfg.train_dataloader.batch_size)
+    num_bg = est.num_valid - est.num_fg
+    assert (balance['num_fg'], balance['num_bg']) == (est.num_fg, num_bg)
+    assert balance['fg_bg_ratio'] == pytest.approx(est.num_fg / num_bg)
+    assert balance['prior'] == pytest.approx(est.prior)
+    assert balance['num_images'] == 8 and balance['head'] == 'RetinaHead'
