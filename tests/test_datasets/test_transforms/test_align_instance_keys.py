@@ -70,7 +70,29 @@ def test_label_changing_transform_is_rejected():
 
 
 def test_repr_and_bad_keys():
-    assert repr(AlignInstanceKeys([], keys=['gt_weights'])).endswith(
-        "keys=('gt_weights',))")
+    assert repr(AlignInstanceKeys([dict(type='RandomFlip', prob=0.5)],
+                                  keys=['gt_weights'])) == (
+        'AlignInstanceKeys(transforms=Compose(\n'
+        '    RandomFlip(prob=0.5, direction=horizontal)\n'
+        "), keys=('gt_weights',))")
     with pytest.raises(TypeError, match="keys='gt_weights'"):
         AlignInstanceKeys([], keys='gt_weights')
+
+
+def test_a_key_of_the_wrong_length_is_an_error():
+    res = results()
+    res['gt_weights'] = res['gt_weights'][:4]
+    with pytest.raises(ValueError, match='gt_weights has 4 entries, '
+                       'gt_bboxes has 6'):
+        AlignInstanceKeys([drop_first_and_reverse]).transform(res)
+
+
+def test_results_without_labels_stay_without_labels():
+    """The labels slot carries the object index through the transforms; it
+    is removed again when the input had no labels."""
+    res = results()
+    del res['gt_bboxes_labels']
+    out = AlignInstanceKeys([drop_first_and_reverse]).transform(res)
+    assert 'gt_bboxes_labels' not in out
+    np.testing.assert_allclose(out['gt_weights'],
+                               [0.5, 0.4, 0.3, 0.2, 0.1])

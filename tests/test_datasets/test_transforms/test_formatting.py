@@ -67,3 +67,8 @@ def test_after_mixup():
     assert out['data_samples'].ignored_instances.weights.tolist() == [
         0.375, 0.625
     ]
+
+
+def test_repr():
+    assert repr(PackDetInputsWithWeights(meta_keys=('img_id', ))) == (
+        "PackDetInputsWithWeights(meta_keys=('img_id',))")
