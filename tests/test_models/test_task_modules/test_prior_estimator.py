@@ -20,8 +20,8 @@ from mmdet.models.task_modules import AssignResult
 from mmdet.registry import DATASETS, MODELS, TASK_UTILS
 from mmdet.structures import DetDataSample
 from mmdet_freebies.models.task_modules.prior_estimator import (
-    PriorEstimate, _paa_candidates, estimate_prior, featmap_sizes_of,
-    prior_to_bias)
+    PriorEstimate, _count_yolov3, _paa_candidates, estimate_prior,
+    featmap_sizes_of, prior_to_bias)
 
 from helpers import json_per_rank
 
@@ -270,6 +270,23 @@ def test_yolov3_priors(build):
     # one-hot class targets over positives: priors sum to 1, mean 1 / C
     assert sum(est.per_class_prior) == pytest.approx(1.0)
     assert est.prior == pytest.approx(1 / est.num_classes)
+
+
+def test_yolov3_anchor_in_both_masks_is_one_valid_anchor(build, monkeypatch):
+    """YOLOv3's loss clamps pos + neg to 1 (loss_by_feat_single), so an
+    anchor that is positive and negative counts once: 2 positives and 3
+    negatives of which 2 are the positives give 3 valid anchors, not 5."""
+    head = build('yolov3_baseline.py')[0].bbox_head
+    num_attrib = 5 + head.num_classes
+    target = torch.zeros(1, 5, num_attrib)
+    target[0, :2, 4] = 1  # objectness of anchors 0 and 1
+    target[0, :2, 5] = 1  # class 0
+    neg = torch.tensor([[1, 1, 1, 0, 0]], dtype=torch.uint8)
+    monkeypatch.setattr(head, 'responsible_flags', lambda *a: None)
+    monkeypatch.setattr(head, 'get_targets', lambda *a: ([target], [neg]))
+    gt = InstanceData(bboxes=torch.zeros(1, 4), labels=torch.zeros(1).long())
+    counts = _count_yolov3(head, [gt], None, None, [(1, 1)] * 3, 'cpu')
+    assert counts[:4].tolist() == [2, 3, 2, 2]  # fg, valid, cls valid, cls 0
 
 
 def test_rpn_is_class_agnostic(build):
