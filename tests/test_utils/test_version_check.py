@@ -22,3 +22,18 @@ def test_unsupported_version_names_package_and_range(monkeypatch, module,
         check_versions()
     assert expected in str(e.value)
     assert 'mmdet_freebies supports' in str(e.value)
+
+
+def test_missing_package_is_named(monkeypatch):
+    from mmdet_freebies.utils import version_check
+    real = version_check.import_module
+
+    def import_module(name):
+        if name == 'mmcv':
+            raise ImportError(name)
+        return real(name)
+
+    monkeypatch.setattr(version_check, 'import_module', import_module)
+    with pytest.raises(ImportError,
+                       match=r'mmcv is not installed \(need >=2.0.0rc4'):
+        check_versions()

@@ -1,0 +1,85 @@
+"""cli: annotation-file checks and the slurm environment, each failure a
+``UserInputError`` naming what is wrong."""
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from mmdet_freebies.utils import cli
+from mmdet_freebies.utils.cli import UserInputError, check_annotation_file
+
+
+@pytest.mark.parametrize('content, match', [
+    (None, 'does not exist'),
+    ('', 'is empty'),
+    ('{', 'is not valid JSON'),
+    ('{}', 'has no images'),
+    (json.dumps(dict(images=[], annotations=[])), 'has no images'),
+])
+def test_bad_annotation_file_is_named(tmp_path, content, match):
+    path = tmp_path / 'ann.json'
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(UserInputError, match=re.escape(f"'{path}' {match}")):
+        check_annotation_file(str(path))
+
+
+def test_annotation_file_with_images_passes(tmp_path):
+    path = tmp_path / 'ann.json'
+    path.write_text(json.dumps(dict(images=[dict(id=1)], annotations=[])))
+    check_annotation_file(str(path))
+
+
+SLURM = dict(SLURM_PROCID='3', SLURM_NTASKS='8', SLURM_LOCALID='1',
+             SLURM_NODELIST='node[07-08]')
+DIST_KEYS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
+
+
+@pytest.fixture
+def slurm_env(monkeypatch):
+    for key in DIST_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in SLURM.items():
+        monkeypatch.setenv(key, value)
+    return monkeypatch
+
+
+def test_slurm_env_sets_torch_distributed_variables(slurm_env):
+    calls = []
+
+    def scontrol(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout='node07\nnode08\n')
+
+    slurm_env.setattr(subprocess, 'run', scontrol)
+    cli._env_from_slurm()
+    assert calls == [['scontrol', 'show', 'hostname', 'node[07-08]']]
+    assert {k: os.environ[k] for k in DIST_KEYS} == dict(
+        RANK='3', WORLD_SIZE='8', LOCAL_RANK='1', MASTER_ADDR='node07',
+        MASTER_PORT='29500')
+
+
+def test_slurm_env_keeps_a_given_master(slurm_env):
+    slurm_env.setenv('MASTER_ADDR', 'head')
+    slurm_env.setenv('MASTER_PORT', '1234')
+    slurm_env.setattr(subprocess, 'run', None)  # scontrol is not needed
+    cli._env_from_slurm()
+    assert (os.environ['MASTER_ADDR'], os.environ['MASTER_PORT']) == (
+        'head', '1234')
+
+
+def test_slurm_env_errors_name_the_problem(slurm_env):
+    slurm_env.delenv('SLURM_NTASKS')
+    with pytest.raises(UserInputError, match='needs SLURM_NTASKS'):
+        cli._env_from_slurm()
+    slurm_env.setenv('SLURM_NTASKS', '8')
+
+    def no_scontrol(cmd, **kwargs):
+        raise FileNotFoundError('scontrol')
+
+    slurm_env.setattr(subprocess, 'run', no_scontrol)
+    with pytest.raises(UserInputError,
+                       match=r"SLURM_NODELIST='node\[07-08\]'"):
+        cli._env_from_slurm()
