@@ -39,8 +39,9 @@ DIST_KEYS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 
 @pytest.fixture
 def slurm_env(monkeypatch):
-    for key in DIST_KEYS:
-        monkeypatch.delenv(key, raising=False)
+    for key in DIST_KEYS:  # recorded, so the values the code sets go too
+        monkeypatch.setenv(key, '')
+        monkeypatch.delenv(key)
     for key, value in SLURM.items():
         monkeypatch.setenv(key, value)
     return monkeypatch
