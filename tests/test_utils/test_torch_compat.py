@@ -35,7 +35,7 @@ class NotAllowed:
 
 
 def test_other_globals_stay_rejected():
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(pickle.UnpicklingError, match='NotAllowed'):
         _roundtrip({'x': NotAllowed()})
     # getattr is only resolved for HistoryBuffer's statistics methods.
     with pytest.raises(pickle.UnpicklingError, match='not allowed'):
