@@ -1,7 +1,6 @@
 import json
 import math
 import os.path as osp
-import shutil
 
 import numpy as np
 import pytest
@@ -11,8 +10,6 @@ from mmdet.utils import register_all_modules
 from mmdet_freebies.utils.dataset_stats import (collect_annotations,
                                                 compute_stats, format_table,
                                                 plot_histograms)
-
-from helpers import REPO, import_tool
 
 
 # Worked by hand: boxes 10x10 (small), 50x10 (small, w/h 5: twisted) and
@@ -74,44 +71,6 @@ def test_collect_matches_the_annotation_file(toy_cfg, toy_data_root):
     x, y, w, h = coco['annotations'][0]['bbox']
     first = next(r for r in records if len(r['labels']))
     assert first['bboxes'][0].tolist() == pytest.approx([x, y, x + w, y + h])
-
-
-def test_cli_on_the_toy_set(toy_data_root, tmp_path, capsys):
-    tool = import_tool('dataset_stats')
-    tool.main([osp.join(REPO, 'configs', 'retinanet_fl.py'), '--toy',
-               'tiny', '--toy-data', toy_data_root, '--val', '--out-dir',
-               str(tmp_path), '--prior-images', '4'])
-    out = capsys.readouterr().out
-    assert '| statistic | train | val |' in out
-    assert 'anchor fg/bg ratio (assigner)' in out
-    for name in ('stats.md', 'box_sizes.png', 'aspect_ratios.png',
-                 'classes.png'):
-        assert osp.isfile(osp.join(tmp_path, name))
-    with pytest.raises(SystemExit):
-        tool.parse_args(['x.py', '--prior-images', '-3'])
-    assert '--prior-images must be >= 0 (0 skips it), got -3' in \
-        capsys.readouterr().err
-
-
-def test_cli_counts_the_images_training_filters_out(toy_data_root,
-                                                   tmp_path, capsys):
-    """retinanet_fl's train set drops images without annotations
-    (filter_empty_gt); the statistics still count them."""
-    root = tmp_path / 'toy'
-    shutil.copytree(toy_data_root, root)
-    ann = root / 'annotations' / 'train.json'
-    coco = json.loads(ann.read_text())
-    empty = {img['id'] for img in coco['images'][:3]}
-    coco['annotations'] = [a for a in coco['annotations']
-                           if a['image_id'] not in empty]
-    ann.write_text(json.dumps(coco))
-    tool = import_tool('dataset_stats')
-    tool.main([osp.join(REPO, 'configs', 'retinanet_fl.py'), '--toy',
-               'small', '--toy-data', str(root), '--out-dir',
-               str(tmp_path / 'out'), '--prior-images', '0'])
-    line = next(x for x in capsys.readouterr().out.splitlines()
-                if x.startswith('| images without annotations'))
-    assert line.split('|')[2].strip() == '3'
 
 
 def test_class_aware_config_builds_its_sampler(toy_cfg):

@@ -1,7 +1,6 @@
 """estimate_prior: hand counts on known anchors, agreement with the heads'
 own target code on real feature maps, stability and per-class priors."""
 import copy
-import json
 import math
 import os.path as osp
 from types import SimpleNamespace
@@ -327,28 +326,6 @@ def test_estimate_stabilises_with_more_images(build):
         ]
         spread[n] = np.std(priors) / np.mean(priors)
     assert spread[8] < spread[1] / 2
-
-
-def test_estimate_prior_tool(toy_data_root, tmp_path, capsys):
-    import importlib.util
-    import json
-    path = osp.join(CONFIG_DIR, '..', 'tools', 'estimate_prior.py')
-    spec = importlib.util.spec_from_file_location('estimate_prior_tool', path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    config = osp.join(CONFIG_DIR, 'retinanet_fl.py')
-    common = [config, '--toy', 'tiny', '--toy-data', toy_data_root]
-    tool.main(common +
-              ['--num-images', '4', '--json',
-               str(tmp_path / 'e.json')])
-    out = capsys.readouterr().out
-    record = json.load(open(tmp_path / 'e.json'))
-    assert record['num_images'] == 4 and record['head_type'] == 'RetinaHead'
-    assert f"prior pi = {record['prior']:.4e}" in out
-    assert f"score_thr ~ pi * C = {record['prior'] * 4:.2e}" in out
-    assert 'ellipse' in out  # per-class rows by class name
-    with pytest.raises(SystemExit, match='--num-images must be >= 0'):
-        tool.main(common + ['--num-images', '-1'])
 
 
 # One rank of the test below: an RPN (class-agnostic, 1 class) over two

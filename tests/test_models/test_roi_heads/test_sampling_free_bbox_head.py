@@ -1,8 +1,8 @@
 """Non-sampling Faster R-CNN: the RPN on all valid anchors (config only), the
-RoI head on all proposals (KeepAllSampler) with the official box-loss
-normalisation (SamplingFreeShared2FCBBoxHead), checked by hand."""
+RoI head on all proposals (KeepAllSampler, see test_keep_all_sampler.py) with
+the official box-loss normalisation (SamplingFreeShared2FCBBoxHead), checked
+by hand."""
 import os.path as osp
-import re
 
 import pytest
 import torch
@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.structures import InstanceData
 
-from mmdet.models.task_modules.assigners import AssignResult
-from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 
 from helpers import CONFIGS
@@ -137,33 +136,6 @@ def test_bbox_head_has_the_plain_state_dict_keys():
     x = torch.randn(3, 2, 1, 1)
     for u, v in zip(a(x), b(x)):
         assert torch.equal(u, v)
-
-
-@pytest.mark.parametrize('add_gt', [True, False])
-def test_keep_all_sampler_keeps_every_non_ignored_proposal(add_gt):
-    sampler = TASK_UTILS.build(dict(type='KeepAllSampler',
-                                    add_gt_as_proposals=add_gt),
-                               default_args=dict(context=None))
-    assign = AssignResult(num_gts=2, gt_inds=torch.tensor([1, 0, -1, 2, 0]),
-                          max_overlaps=torch.rand(5),
-                          labels=torch.tensor([1, -1, -1, 0, -1]))
-    priors = torch.rand(5, 4) * 10
-    gts = InstanceData(bboxes=torch.rand(2, 4) * 10,
-                       labels=torch.tensor([1, 0]))
-    res = sampler.sample(assign, InstanceData(priors=priors), gts)
-    offset = 2 if add_gt else 0
-    pos = ([0, 1] if add_gt else []) + [0 + offset, 3 + offset]
-    assert sorted(res.pos_inds.tolist()) == pos
-    assert sorted(res.neg_inds.tolist()) == [1 + offset, 4 + offset]
-    assert repr(sampler) == (
-        f'KeepAllSampler(add_gt_as_proposals={add_gt})')
-
-
-def test_keep_all_sampler_rejects_a_budget():
-    # a misspelt key, or RandomSampler's budget merged in without _delete_
-    for extra in (dict(add_gt_as_proposal=False), dict(num=512)):
-        with pytest.raises(TypeError, match=re.escape(repr(sorted(extra)))):
-            TASK_UTILS.build(dict(type='KeepAllSampler', **extra))
 
 
 def test_faster_rcnn_sf_roi_head_sees_all_proposals(toy_cfg):

@@ -1,0 +1,25 @@
+"""tools/estimate_prior.py: the prior, the suggested score threshold and the
+per-class rows it prints, and its argument check."""
+import json
+import os.path as osp
+
+import pytest
+
+from helpers import CONFIGS, import_tool
+
+
+def test_estimate_prior_tool(toy_data_root, tmp_path, capsys):
+    tool = import_tool('estimate_prior')
+    config = osp.join(CONFIGS, 'retinanet_fl.py')
+    common = [config, '--toy', 'tiny', '--toy-data', toy_data_root]
+    tool.main(common +
+              ['--num-images', '4', '--json',
+               str(tmp_path / 'e.json')])
+    out = capsys.readouterr().out
+    record = json.load(open(tmp_path / 'e.json'))
+    assert record['num_images'] == 4 and record['head_type'] == 'RetinaHead'
+    assert f"prior pi = {record['prior']:.4e}" in out
+    assert f"score_thr ~ pi * C = {record['prior'] * 4:.2e}" in out
+    assert 'ellipse' in out  # per-class rows by class name
+    with pytest.raises(SystemExit, match='--num-images must be >= 0'):
+        tool.main(common + ['--num-images', '-1'])
