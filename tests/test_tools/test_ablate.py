@@ -1,0 +1,60 @@
+"""tools/ablate.py: one training run per config with the same seed and
+options, then the table, the loss plot and the results file."""
+import json
+import os.path as osp
+
+import pytest
+
+from helpers import CONFIGS, import_tool
+
+ablate = import_tool('ablate')
+
+
+def _row(ap, diverged=False):
+    history = [dict(iter=i, loss=2.0 / i, loss_cls=1.0 / i, loss_bbox=1.0 / i)
+               for i in (1, 2)]
+    metrics = {f'coco/bbox_mAP{s}': ap for s in ('', '_50', '_75', '_s',
+                                                  '_m', '_l')}
+    return dict(metrics, diverged=diverged, seconds=60.0,
+                loss_history=history)
+
+
+def test_rows_table_plot_and_results(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def train_and_eval(path, work_dir, **kwargs):
+        calls.append((path, work_dir, kwargs))
+        return _row(0.25) if 'fl' in path else _row(0.0, diverged=True)
+
+    monkeypatch.setattr(ablate, 'train_and_eval', train_and_eval)
+    configs = [osp.join(CONFIGS, c) for c in ('retinanet_fl.py',
+                                              'retinanet_ce.py')]
+    work = str(tmp_path / 'ablate')
+    assert ablate.main(configs + ['--toy', 'tiny', '--seed', '3',
+                                  '--work-dir', work, '--cfg-options',
+                                  'train_cfg.max_epochs=2']) == 0
+    assert [c[1] for c in calls] == [osp.join(work, 'retinanet_fl'),
+                                     osp.join(work, 'retinanet_ce')]
+    for _, _, kwargs in calls:  # every row gets the same options
+        assert kwargs == dict(toy='tiny', toy_data=None, seed=3,
+                              cfg_options={'train_cfg.max_epochs': 2})
+    table = open(osp.join(work, 'table.md')).read()
+    assert '| retinanet_fl | 0.250 |' in table
+    assert '| retinanet_ce | n/a |' in table
+    assert table in capsys.readouterr().out
+    results = json.load(open(osp.join(work, 'results.json')))
+    assert results['retinanet_ce']['diverged'] is True
+    assert 'loss_history' not in results['retinanet_fl']
+    with open(osp.join(work, 'losses.png'), 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_exit_status_and_missing_config(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ablate, 'train_and_eval',
+                        lambda *a, **k: _row(0.0, diverged=True))
+    config = osp.join(CONFIGS, 'retinanet_fl.py')
+    assert ablate.main([config, '--work-dir', str(tmp_path)]) == 1
+    with pytest.raises(SystemExit):
+        ablate.main(['configs/nope.py'])
+    assert "config file 'configs/nope.py' does not exist" in \
+        capsys.readouterr().err
