@@ -234,6 +234,8 @@ def test_state_dict_roundtrip_for_resume():
     (dict(groups=[dict(name='x', cls=['a'], reg=['b'], factor=True)]),
      'factor must be a positive number, got True'),
     (dict(sync='no'), "sync must be True or False, got sync='no'"),
+    (dict(groups=[dict(name='x', cls=['a'], reg=['b'], reduce='max')]),
+     "reduce must be one of .* got 'max'"),
 ])
 def test_bad_arguments_raise_at_build_time(kwargs, match):
     with pytest.raises((ValueError, KeyError, TypeError), match=match):
@@ -356,3 +358,23 @@ def test_hook_state_travels_in_the_checkpoint_not_the_state_dict():
     model.forward = lambda mode='tensor': dict(loss_cls=t(1.0),
                                                loss_bbox=t(3.0))
     assert model(mode='loss')['gls_ratio_cls'].item() == pytest.approx(0.25)
+
+
+def test_resume_into_a_built_scaler_and_positional_mode():
+    """A scaler built before the checkpoint is loaded takes the restored
+    state at once; ``mode`` passed by position is recognised too."""
+    old = GuidedLossScaler([preset_group('dense')], freeze_after=1)
+    old(dict(loss_cls=t(1.0), loss_bbox=t(0.7)))
+    model = torch.nn.Module()
+    model.bbox_head = torch.nn.Identity()
+    model.forward = lambda inputs=None, data_samples=None, mode='tensor': \
+        dict(loss_cls=t(1.0), loss_bbox=t(5.0))
+    hook = GuidedLossScaling(freeze_after=1)
+    hook.attach(model)
+    assert model(None, None, 'loss')['gls_ratio_cls'].item() == \
+        pytest.approx(5.0)  # built and frozen here
+    hook.after_load_checkpoint(types.SimpleNamespace(_resume=True),
+                               dict(guided_loss_scaling=old.state_dict()))
+    assert model(None, None, 'loss')['gls_ratio_cls'].item() == \
+        pytest.approx(0.7)
+    hook.detach()
