@@ -26,7 +26,8 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         cfg = load_config(args)
-        if not osp.isfile(args.checkpoint):
+        # a URL (the model zoo) is mmengine's to fetch
+        if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
             raise UserInputError(
                 f'checkpoint {args.checkpoint!r} does not exist')
         if args.out and not args.out.endswith(('.pkl', '.pickle')):

@@ -49,7 +49,7 @@ def build_runner(args):
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        if not osp.isfile(args.resume):
+        if '://' not in args.resume and not osp.isfile(args.resume):
             raise UserInputError(
                 f'--resume checkpoint {args.resume!r} does not exist')
         cfg.resume = True

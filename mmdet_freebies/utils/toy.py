@@ -179,6 +179,10 @@ def _patch_data(cfg: Config, preset: dict, data_root: str,
         cfg[loader]['persistent_workers'] = preset['num_workers'] > 0
         if split == 'train':
             cfg[loader]['batch_size'] = preset['batch_size']
+            if 'base_batch_size' in cfg.get('auto_scale_lr', {}):
+                # the toy lr is set for the toy batch: --auto-scale-lr
+                # scales it only by the number of processes
+                cfg.auto_scale_lr.base_batch_size = preset['batch_size']
     # Pipelines kept as top-level variables (e.g. train_pipeline) are used
     # by hooks that switch pipelines; keep them consistent.
     for key in cfg.keys():

@@ -7,6 +7,7 @@ import os.path as osp
 import pickle
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -284,3 +285,25 @@ def test_flagship_configs_train_end_to_end(config, tmp_path, toy_data_root):
     assert losses and all(
         torch.isfinite(torch.tensor(v)) for r in losses
         for k, v in r.items() if k.startswith('loss'))
+
+
+def test_checkpoint_urls_are_left_to_mmengine(toy_data_root, monkeypatch):
+    """A model-zoo URL is not a local file: test.py and train.py --resume
+    pass it on to the runner instead of refusing it."""
+    import importlib.util
+    url = 'https://download.openmmlab.com/mmdetection/v2.0/x.pth'
+    common = ['--toy', 'tiny', '--toy-data', toy_data_root]
+    config = f'{CONFIGS}/retinanet_fl.py'
+    spec = importlib.util.spec_from_file_location('test_tool', TEST)
+    test_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_tool)
+    seen = []
+    monkeypatch.setattr(test_tool.Runner, 'from_cfg', lambda cfg: seen.append(
+        cfg.load_from) or types.SimpleNamespace(test=lambda: None))
+    test_tool.main([config, url] + common)
+    train_tool = import_tool('train')
+    monkeypatch.setattr(train_tool.Runner, 'from_cfg',
+                        lambda cfg: seen.append((cfg.resume, cfg.load_from)))
+    train_tool.build_runner(train_tool.parse_args([config, '--resume', url]
+                                                  + common))
+    assert seen == [url, (True, url)]

@@ -32,6 +32,9 @@ def test_apply_toy_rewrites_data_model_and_schedule(toy_cfg, toy_data_root):
     assert cfg.val_evaluator.ann_file == toy_data_root + \
         'annotations/val.json'
     assert cfg.env_cfg.dist_cfg == dict(backend='gloo')
+    # the toy lr is for the toy batch: --auto-scale-lr keeps it on 1 process
+    assert cfg.train_dataloader.batch_size == \
+        cfg.auto_scale_lr.base_batch_size == 8
 
 
 def test_apply_toy_scales_long_schedules(toy_cfg):
