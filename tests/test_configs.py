@@ -1,5 +1,7 @@
 """Every shipped config loads, builds its model and datasets on the toy data,
-and runs a loss forward and a predict forward with finite losses."""
+runs a loss forward and a predict forward with finite losses, and has the
+state-dict layout of its plain mmdet detector."""
+import ast
 import glob
 import os.path as osp
 
@@ -88,3 +90,38 @@ def test_dense_sampling_free_configs_follow_the_2021_code(name, prior):
                                             prior=prior)
     assert hooks['GuidedLossScaling'] == dict(
         type='GuidedLossScaling', guide='mean', freeze_after=100)
+
+
+# The Libra rows add mmdet's BFP neck: their plain counterpart is mmdet's
+# own Libra config, not the root of their _base_ chain.
+PLAIN = {'faster_rcnn_libra.py': 'libra_rcnn/'
+         'libra-faster-rcnn_r50_fpn_1x_coco.py',
+         'retinanet_libra.py': 'libra_rcnn/libra-retinanet_r50_fpn_1x_coco.py'}
+
+
+def _plain_mmdet_config(name):
+    """The mmdet config at the root of ``name``'s ``_base_`` chain."""
+    while name not in PLAIN:
+        with open(osp.join(CONFIGS, name)) as f:
+            base = next(ast.literal_eval(node.value)
+                        for node in ast.parse(f.read()).body
+                        if isinstance(node, ast.Assign)
+                        and node.targets[0].id == '_base_')
+        if base.startswith('mmdet::'):
+            return base[len('mmdet::'):]
+        name = osp.basename(base)
+    return PLAIN[name]
+
+
+@pytest.mark.parametrize('name', ALL_CONFIGS)
+def test_state_dict_is_the_plain_mmdet_detector_s(name, toy_cfg, tmp_path):
+    """Zero inference cost: every config's model has the state-dict keys
+    and shapes of its plain mmdet detector (both on the toy backbone), so
+    its checkpoints load strictly into mmdet's config."""
+    plain = tmp_path / 'plain.py'
+    plain.write_text(f"_base_ = 'mmdet::{_plain_mmdet_config(name)}'\n")
+    init_default_scope('mmdet')
+    shapes = [{k: v.shape for k, v in
+               MODELS.build(toy_cfg(path).model).state_dict().items()}
+              for path in (name, str(plain))]
+    assert shapes[0] == shapes[1]
