@@ -19,11 +19,13 @@ fi
 
 [[ -x "$PY" ]] || python3 -m venv "$VENV"
 
-# torch: keep a suitable installed one, otherwise take the pinned CPU wheel.
+# torch: keep a suitable installed one, otherwise take the pinned CPU wheel
+# (this project's machines serve it locally; elsewhere set TORCH_INDEX_URL,
+# e.g. https://download.pytorch.org/whl/cpu, as PyPI's default is CUDA).
 # An unpinned `torch` would pull several GB of CUDA packages.
 if ! "$PY" -c 'import torch, sys; sys.exit(0 if tuple(map(int, torch.__version__.split("+")[0].split(".")[:2])) >= (2, 0) else 1)' 2>/dev/null; then
-    echo "[install] torch==$TORCH_VERSION"
-    $PIP install "torch==$TORCH_VERSION"
+    echo "[install] torch==$TORCH_VERSION ${TORCH_INDEX_URL:+from $TORCH_INDEX_URL}"
+    $PIP install "torch==$TORCH_VERSION" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
 INSTALLED_TORCH=$("$PY" -c 'import torch; print(torch.__version__)')
 CONSTRAINTS=$(mktemp)
