@@ -7,6 +7,7 @@ import argparse
 import os.path as osp
 import sys
 
+from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmengine.runner import Runner
 
 from mmdet_freebies.utils.cli import (UserInputError, add_common_args,
@@ -18,6 +19,14 @@ def parse_args(argv=None):
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out', help='dump predictions to a pickle file')
+    parser.add_argument(
+        '--show', action='store_true', help='show prediction results')
+    parser.add_argument(
+        '--show-dir',
+        help='directory where painted images will be saved; relative to '
+        'the timestamped folder of the work dir, as in mmdet')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='the interval of show (s)')
     add_common_args(parser)
     return parser.parse_args(argv)
 
@@ -37,6 +46,8 @@ def main(argv=None):
     except UserInputError as e:
         sys.exit(f'error: {e}')
     cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        cfg = trigger_visualization_hook(cfg, args)
     if args.out:
         cfg.test_evaluator = [cfg.test_evaluator] if isinstance(
             cfg.test_evaluator, dict) else list(cfg.test_evaluator)

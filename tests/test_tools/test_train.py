@@ -61,11 +61,13 @@ def test_train_toy_end_to_end(tmp_path, toy_data_root):
                 toy_data_root, '--work-dir', work, '--cfg-options',
                 'model.test_cfg.score_thr=0']
     out = str(tmp_path / 'preds.pkl')
-    proc = _run(test_cmd + ['--out', out])
+    proc = _run(test_cmd + ['--out', out, '--show-dir', 'painted'])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
     with open(out, 'rb') as f:
         assert len(pickle.load(f)) == 8  # every val image of the fixture
+    # mmdet's VisualizationHook paints them under <work dir>/<timestamp>/
+    assert len(glob.glob(osp.join(work, '*', 'painted', '*.png'))) == 8
     proc = _run(test_cmd + ['--out', str(tmp_path / 'preds.json')])
     assert proc.returncode != 0 and 'Traceback' not in proc.stderr
     assert 'must be a .pkl or .pickle file' in proc.stderr
