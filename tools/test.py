@@ -7,9 +7,9 @@ import argparse
 import os.path as osp
 import sys
 
-from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmengine.runner import Runner
 
+from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet_freebies.utils.cli import (UserInputError, add_common_args,
                                       check_data, load_config)
 
