@@ -173,7 +173,9 @@ class IoUBalancedSampler(BaseSampler):
         low = max(self.floor_thr, 0)
         fractions = torch.arange(
             1, self.num_bins, device=iou.device) / self.num_bins
-        edges = fractions * (iou.max() - low) + low
+        # (no sub/add when low is 0: two kernel launches on a hot path)
+        edges = fractions * (iou.max() - low) + low if low else \
+            fractions * iou.max()
         bins = torch.bucketize(neg_iou, edges, right=True)
         num_balanced = int(num_expected * (1 - self.floor_fraction))
         quota = num_balanced // self.num_bins
