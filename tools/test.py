@@ -4,14 +4,14 @@ Example:
     python tools/test.py configs/retinanet_ce_sf.py work_dirs/x/epoch_12.pth
 """
 import argparse
-import os.path as osp
 import sys
 
 from mmengine.runner import Runner
 
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet_freebies.utils.cli import (UserInputError, add_common_args,
-                                      check_data, load_config)
+                                      check_checkpoint, check_data,
+                                      load_config)
 
 
 def parse_args(argv=None):
@@ -35,10 +35,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         cfg = load_config(args)
-        # a URL (the model zoo) is mmengine's to fetch
-        if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
-            raise UserInputError(
-                f'checkpoint {args.checkpoint!r} does not exist')
+        check_checkpoint(args.checkpoint)
         if args.out and not args.out.endswith(('.pkl', '.pickle')):
             raise UserInputError(f'--out {args.out!r} must be a .pkl or '
                                  '.pickle file (DumpDetResults)')

@@ -6,7 +6,6 @@ Examples:
     python tools/train.py configs/retinanet_ce_sf.py --resume
 """
 import argparse
-import os.path as osp
 import sys
 
 import torch
@@ -14,7 +13,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmdet_freebies.utils.cli import (UserInputError, add_common_args,
-                                      check_data, load_config)
+                                      check_checkpoint, check_data,
+                                      load_config)
 
 
 def parse_args(argv=None):
@@ -49,9 +49,7 @@ def build_runner(args):
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        if '://' not in args.resume and not osp.isfile(args.resume):
-            raise UserInputError(
-                f'--resume checkpoint {args.resume!r} does not exist')
+        check_checkpoint(args.resume, '--resume checkpoint')
         cfg.resume = True
         cfg.load_from = args.resume
     check_data(cfg)

@@ -134,6 +134,13 @@ def _env_from_slurm() -> None:
         os.environ['MASTER_ADDR'] = hosts[0]
 
 
+def check_checkpoint(path: str, what: str = 'checkpoint') -> None:
+    """Raise ``UserInputError`` if the local checkpoint ``path`` is missing;
+    a URL (the model zoo) is mmengine's to fetch."""
+    if '://' not in path and not osp.isfile(path):
+        raise UserInputError(f'{what} {path!r} does not exist')
+
+
 def check_annotation_file(path: str) -> None:
     """Raise ``UserInputError`` naming ``path`` if it is missing, empty or
     has no images."""

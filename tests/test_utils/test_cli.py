@@ -84,3 +84,13 @@ def test_slurm_env_errors_name_the_problem(slurm_env):
     with pytest.raises(UserInputError,
                        match=r"SLURM_NODELIST='node\[07-08\]'"):
         cli._env_from_slurm()
+
+
+def test_checkpoint_check_names_a_missing_file_and_passes_urls(tmp_path):
+    with pytest.raises(UserInputError,
+                       match="--resume checkpoint 'nowhere.pth' does not"):
+        cli.check_checkpoint('nowhere.pth', '--resume checkpoint')
+    cli.check_checkpoint('https://download.openmmlab.com/x.pth')
+    ckpt = tmp_path / 'a.pth'
+    ckpt.write_bytes(b'')
+    cli.check_checkpoint(str(ckpt))
