@@ -16,14 +16,19 @@ CVPR 2019, Sec. 3.1, Eq. (1)-(2). The sampling semantics are those of mmdet's
 * the positive top-up cannot return duplicates (mmdet's takes a set
   difference of 0-d tensors, which compares by identity), so the counts are
   exact;
-* the top IoU bin is closed and includes the maximum IoU.
+* the top IoU bin is closed and includes the maximum IoU;
+* ``sample()`` does not call ``unique()`` on the indices, as mmdet's
+  ``BaseSampler.sample`` does to hide its samplers' duplicates: it sorts
+  both index sets and, on a GPU, synchronises the host twice more per image.
 """
 import torch
 from torch import Tensor
 
 from mmdet.models.task_modules.assigners import AssignResult
-from mmdet.models.task_modules.samplers import BaseSampler
+from mmdet.models.task_modules.samplers import BaseSampler, SamplingResult
 from mmdet.registry import TASK_UTILS
+from mmdet.structures.bbox import BaseBoxes, cat_boxes
+from mmengine.structures import InstanceData
 
 from ....utils.checks import is_int, is_real
 
@@ -132,6 +137,56 @@ class IoUBalancedSampler(BaseSampler):
         self.floor_fraction = floor_fraction
         self.num_bins = num_bins
         self.instance_balanced_pos = instance_balanced_pos
+
+    def sample(self, assign_result: AssignResult, pred_instances: InstanceData,
+               gt_instances: InstanceData, **kwargs) -> SamplingResult:
+        """Sample positives and negatives, as ``BaseSampler.sample``.
+
+        mmdet's version passes both index sets through ``unique()``, which
+        sorts them and, on a GPU, waits for the device twice per image. Ours
+        are unique by construction, so this keeps everything else (gts added
+        as proposals, ``neg_pos_ub``) and leaves ``unique()`` out; the
+        indices come in random order, which the RoI head does not use.
+
+        Args:
+            assign_result (AssignResult): Assignment of the priors; the gts
+                are added to it when ``add_gt_as_proposals``.
+            pred_instances (InstanceData): Has ``priors``, shape (n, 4).
+            gt_instances (InstanceData): Has ``bboxes`` and ``labels``.
+
+        Returns:
+            SamplingResult: The sampled positives and negatives.
+        """
+        gt_bboxes = gt_instances.bboxes
+        priors = pred_instances.priors
+        if len(priors.shape) < 2:
+            priors = priors[None, :]
+        gt_flags = priors.new_zeros((priors.shape[0], ), dtype=torch.uint8)
+        if self.add_gt_as_proposals and len(gt_bboxes) > 0:
+            gt_priors = gt_bboxes
+            if isinstance(gt_bboxes, BaseBoxes) and isinstance(
+                    priors, BaseBoxes):
+                gt_priors = gt_bboxes.convert_to(type(priors))
+            priors = cat_boxes([gt_priors, priors], dim=0)
+            assign_result.add_gt_(gt_instances.labels)
+            gt_flags = torch.cat([
+                priors.new_ones(len(gt_priors), dtype=torch.uint8), gt_flags
+            ])
+        pos_inds = self._sample_pos(assign_result,
+                                    int(self.num * self.pos_fraction))
+        num_expected_neg = self.num - pos_inds.numel()
+        if self.neg_pos_ub >= 0:
+            num_expected_neg = min(
+                num_expected_neg,
+                int(self.neg_pos_ub * max(1, pos_inds.numel())))
+        neg_inds = self._sample_neg(assign_result, num_expected_neg)
+        return SamplingResult(
+            pos_inds=pos_inds,
+            neg_inds=neg_inds,
+            priors=priors,
+            gt_bboxes=gt_bboxes,
+            assign_result=assign_result,
+            gt_flags=gt_flags)
 
     def _sample_pos(self, assign_result: AssignResult, num_expected: int,
                     **kwargs) -> Tensor:

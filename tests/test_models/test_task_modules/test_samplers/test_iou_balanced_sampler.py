@@ -10,6 +10,7 @@ from mmengine.config import Config
 from mmengine.structures import InstanceData
 from mmdet.models.losses import BalancedL1Loss
 from mmdet.models.task_modules import AssignResult
+from mmdet.models.task_modules.samplers import BaseSampler
 from mmdet.registry import MODELS, TASK_UTILS
 from mmdet.testing import demo_mm_inputs
 
@@ -366,6 +367,42 @@ def test_per_gt_quota_rounds_like_python():
     assert most == 7
 
 
+@pytest.mark.parametrize('cfg,pos_per_gt', [
+    (dict(instance_balanced_pos=True), [30, 8, 2]),
+    (dict(add_gt_as_proposals=False), [30, 8, 2]),
+    (dict(neg_pos_ub=2), [3, 2]),  # 7 positives cap the negatives at 14
+    (dict(), []),  # no gts: no positives, nothing added
+])
+def test_sample_is_base_sample_without_unique(cfg, pos_per_gt):
+    """``sample()`` draws what mmdet's ``BaseSampler.sample`` draws from the
+    same seed, field by field, only not sorted by ``unique()``."""
+    case = Case.make(pos_per_gt, _neg_ious())
+    sampler = _ours(num=64, pos_fraction=0.5, **cfg)
+    for seed in range(3):
+        ours, _ = case.draw(sampler, seed)
+        torch.manual_seed(seed)
+        ref = BaseSampler.sample(sampler, case.assign_result(), case.pred,
+                                 case.gt)
+        assert ours.pos_inds.numel() == ref.pos_inds.numel() == min(
+            sum(pos_per_gt) + len(pos_per_gt) * (
+                sampler.add_gt_as_proposals), 32)
+        for side in ('pos', 'neg'):
+            order = getattr(ours, f'{side}_inds').argsort()
+            fields = ['inds', 'priors'] + (
+                ['is_gt', 'assigned_gt_inds', 'gt_labels', 'gt_bboxes']
+                if side == 'pos' else [])
+            for field in fields:
+                name = f'{side}_{field}'
+                assert torch.equal(getattr(ours, name)[order],
+                                   getattr(ref, name)), name
+        assert ours.neg_inds.numel() == ref.neg_inds.numel() == (
+            14 if cfg.get('neg_pos_ub') else 64 - ours.pos_inds.numel())
+        assert (ours.num_gts, ours.avg_factor) == (ref.num_gts,
+                                                   ref.avg_factor)
+    # random order: mmdet's unique() would have sorted them
+    assert not torch.equal(ours.neg_inds, ours.neg_inds.sort()[0])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_one_host_synchronisation_per_draw_on_cuda():
     """Only the nonzero that gathers the candidates synchronises; mmdet's
@@ -385,6 +422,20 @@ def test_one_host_synchronisation_per_draw_on_cuda():
     syncs = [w for w in caught if 'synchroniz' in str(w.message)]
     assert len(syncs) == 2, [str(w.message) for w in syncs]
     assert neg.numel() == 100 and pos.numel() == 10
+    # the whole sample() too: BaseSampler.sample's unique() would add two
+    pred = InstanceData(priors=case.pred.priors.cuda())
+    gt = InstanceData(bboxes=case.gt.bboxes.cuda(),
+                      labels=case.gt.labels.cuda())
+    torch.cuda.set_sync_debug_mode('warn')
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            sampling = sampler.sample(result, pred, gt)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    syncs = [w for w in caught if 'synchroniz' in str(w.message)]
+    assert len(syncs) == 2, [str(w.message) for w in syncs]
+    assert sampling.pos_inds.numel() == 17  # 15 + the 2 gts
 
 
 @pytest.mark.parametrize('key,value', [
