@@ -12,6 +12,7 @@ from mmdet.models.losses import BalancedL1Loss
 from mmdet.models.task_modules import AssignResult
 from mmdet.models.task_modules.samplers import BaseSampler
 from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.structures.bbox import HorizontalBoxes
 from mmdet.testing import demo_mm_inputs
 
 from mmdet_freebies.models.losses import FusedBalancedL1Loss
@@ -367,16 +368,20 @@ def test_per_gt_quota_rounds_like_python():
     assert most == 7
 
 
-@pytest.mark.parametrize('cfg,pos_per_gt', [
-    (dict(instance_balanced_pos=True), [30, 8, 2]),
-    (dict(add_gt_as_proposals=False), [30, 8, 2]),
-    (dict(neg_pos_ub=2), [3, 2]),  # 7 positives cap the negatives at 14
-    (dict(), []),  # no gts: no positives, nothing added
+@pytest.mark.parametrize('cfg,pos_per_gt,boxes', [
+    (dict(instance_balanced_pos=True), [30, 8, 2], False),
+    (dict(instance_balanced_pos=True), [30, 8, 2], True),  # box types
+    (dict(add_gt_as_proposals=False), [30, 8, 2], False),
+    (dict(neg_pos_ub=2), [3, 2], False),  # 7 positives cap negatives at 14
+    (dict(), [], False),  # no gts: no positives, nothing added
 ])
-def test_sample_is_base_sample_without_unique(cfg, pos_per_gt):
+def test_sample_is_base_sample_without_unique(cfg, pos_per_gt, boxes):
     """``sample()`` draws what mmdet's ``BaseSampler.sample`` draws from the
     same seed, field by field, only not sorted by ``unique()``."""
     case = Case.make(pos_per_gt, _neg_ious())
+    if boxes:
+        case.pred.priors = HorizontalBoxes(case.pred.priors)
+        case.gt.bboxes = HorizontalBoxes(case.gt.bboxes)
     sampler = _ours(num=64, pos_fraction=0.5, **cfg)
     for seed in range(3):
         ours, _ = case.draw(sampler, seed)
@@ -393,8 +398,11 @@ def test_sample_is_base_sample_without_unique(cfg, pos_per_gt):
                 if side == 'pos' else [])
             for field in fields:
                 name = f'{side}_{field}'
-                assert torch.equal(getattr(ours, name)[order],
-                                   getattr(ref, name)), name
+                mine, theirs = getattr(ours, name)[order], getattr(ref, name)
+                assert type(mine) is type(theirs), name
+                if boxes and isinstance(mine, HorizontalBoxes):
+                    mine, theirs = mine.tensor, theirs.tensor
+                assert torch.equal(mine, theirs), name
         assert ours.neg_inds.numel() == ref.neg_inds.numel() == (
             14 if cfg.get('neg_pos_ub') else 64 - ours.pos_inds.numel())
         assert (ours.num_gts, ours.avg_factor) == (ref.num_gts,
