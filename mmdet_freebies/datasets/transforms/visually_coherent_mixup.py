@@ -65,10 +65,13 @@ def blend_images(img1: np.ndarray, img2: np.ndarray,
 
 
 def _same_image(results: dict, other: dict) -> bool:
-    """Whether both come from one dataset sample (mmengine's ``sample_idx``,
-    set by ``BaseDataset``; unknown without it)."""
-    idx = results.get('sample_idx')
-    return idx is not None and idx == other.get('sample_idx')
+    """Whether both come from one image: the same ``img_path`` where the
+    loader set it, else the same ``sample_idx`` (mmengine's index, which
+    restarts in each part of a ``ConcatDataset``); unknown without either."""
+    for key in ('img_path', 'sample_idx'):
+        if results.get(key) is not None:
+            return results[key] == other.get(key)
+    return False
 
 
 def _concat_boxes(boxes1, boxes2):
@@ -221,8 +224,8 @@ class VisuallyCoherentMixup(_CoherentMixupBase):
     :class:`VisuallyCoherentMixupCached` where the dataset type cannot
     change. ``get_indexes`` is not told the current index, so an image can
     be drawn as its own partner (probability 1 / len(dataset)); it is then
-    not mixed (same ``sample_idx``: weight 1 per object), as GluonCV never
-    mixes an image with itself.
+    not mixed (same ``img_path``, or ``sample_idx`` without a path: weight
+    1 per object), as GluonCV never mixes an image with itself.
 
     Required Keys:
 
@@ -285,7 +288,8 @@ class VisuallyCoherentMixupCached(_CoherentMixupBase):
     (in the same dataloader worker), so it can sit in any dataset pipeline;
     put it right after the loading transforms. The current image is never
     its own partner, not even a copy cached in an earlier epoch (same
-    ``sample_idx``); until another image is cached, samples pass through
+    ``img_path``, or ``sample_idx`` without a path); until another image is
+    cached, samples pass through
     with weight 1. The cache is first-in first-out.
 
     Required Keys:

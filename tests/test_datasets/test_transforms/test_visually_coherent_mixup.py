@@ -260,6 +260,21 @@ def test_cached_variant_never_mixes_an_image_with_an_older_copy():
         assert (out['img'] == 150).all()  # always image 1 (200)
 
 
+def test_same_image_is_decided_by_path_before_index():
+    """In a ConcatDataset ``sample_idx`` restarts in each part: two images
+    with the same index but different paths are mixed; one path under two
+    indices is the same image."""
+    np.random.seed(0)
+    t = VisuallyCoherentMixupCached(ratio=0.5, max_cached_images=30)
+    t.transform(dict(sample(2, 2, 200), sample_idx=0, img_path='b/0.jpg'))
+    out = t.transform(dict(sample(2, 2, 100), sample_idx=0,
+                           img_path='a/0.jpg'))
+    assert (out['img'] == 150).all()
+    out = t.transform(dict(sample(2, 2, 200), sample_idx=7,
+                           img_path='b/0.jpg'))
+    assert (out['img'] == 150).all()  # a/0.jpg (100), never its own copy
+
+
 class _SyntheticDataset(BaseDataset):
     """Image i is i * 10 everywhere, with one box labelled i."""
 
