@@ -5,11 +5,12 @@ disabled for the last ``--no-mixup-epochs`` = 20 epochs (of 280 on COCO, of
 200 on VOC) so the model finishes on natural images.
 """
 import warnings
-from typing import List, Sequence
+from typing import Iterator, List, Sequence
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmdet.datasets import MultiImageMixDataset
+from mmdet.datasets.transforms import PackDetInputs
 from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
 from mmdet.models.roi_heads import BaseRoIHead
 from mmdet.models.roi_heads.bbox_heads import BBoxHead
@@ -37,6 +38,24 @@ def heads_ignoring_weights(model: nn.Module) -> List[str]:
     return [f'{name} ({type(m).__name__})' for name, m in model.named_modules()
             if any(isinstance(m, kind) and not isinstance(m, ok)
                    for kind, ok in weighted.items())]
+
+
+def pipeline_transforms(dataset) -> Iterator:
+    """Every transform in the pipelines of ``dataset``, through dataset
+    wrappers (``dataset``, ``datasets``) and wrapping transforms
+    (``transforms``); ``MultiImageMixDataset`` keeps a list, not a
+    ``Compose``."""
+    pipeline = getattr(dataset, 'pipeline', None)
+    stack = list(getattr(pipeline, 'transforms', pipeline) or [])
+    while stack:
+        transform = stack.pop()
+        yield transform
+        inner = getattr(transform, 'transforms', None)
+        stack.extend(getattr(inner, 'transforms', inner) or [])
+    for child in ([getattr(dataset, 'dataset', None)] +
+                  list(getattr(dataset, 'datasets', None) or [])):
+        if child is not None:
+            yield from pipeline_transforms(child)
 
 
 @HOOKS.register_module()
@@ -88,8 +107,8 @@ class MixupSwitchHook(Hook):
         """Check that the training dataset has a transform to switch off
         (a misspelt ``type_keys`` would otherwise surface only at the switch
         epoch, after mixing to the end); warn when the switch leaves no
-        epoch with mixup, or when a head of the model would ignore the
-        mixup weights."""
+        epoch with mixup, when a packing transform would drop the mixup
+        weights, or when a head of the model would ignore them."""
         if not self.switch_off(runner.train_dataloader.dataset,
                                dry_run=True):
             raise ValueError(
@@ -101,6 +120,20 @@ class MixupSwitchHook(Hook):
             warnings.warn(f'MixupSwitchHook: num_last_epochs='
                           f'{self.num_last_epochs} >= max_epochs='
                           f'{runner.max_epochs}, mixup is never used')
+        transforms = list(pipeline_transforms(runner.train_dataloader.dataset))
+        droppers = sorted({
+            type(t).__name__ for t in transforms
+            if isinstance(t, PackDetInputs) and 'gt_weights' not in getattr(
+                t, 'mapping_table', {})
+        })
+        if droppers and any(
+                type(t).__name__ in self.type_keys
+                and getattr(t, 'with_weights', False) for t in transforms):
+            warnings.warn(
+                'MixupSwitchHook: mixup adds gt_weights, but the training '
+                f'pipeline packs with {droppers}, which drops keys it does '
+                'not know, so every object trains at full weight. Pack with '
+                'PackDetInputsWithWeights')
         plain = heads_ignoring_weights(runner.model)
         if plain:
             warnings.warn(

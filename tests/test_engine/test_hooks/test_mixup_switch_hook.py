@@ -15,7 +15,7 @@ from mmengine.hooks import Hook
 from torch.utils.data import DataLoader
 
 from mmdet.datasets import MultiImageMixDataset
-from mmdet.registry import HOOKS, MODELS
+from mmdet.registry import HOOKS, MODELS, TRANSFORMS
 from mmdet.structures.bbox import HorizontalBoxes
 from mmdet_freebies.engine.hooks import MixupSwitchHook
 from mmdet_freebies.engine.hooks.mixup_switch_hook import \
@@ -159,6 +159,43 @@ def test_warnings_and_bad_arguments():
             MixupSwitchHook(num_last_epochs=value)
     with pytest.raises(ValueError, match='type_keys'):
         MixupSwitchHook(type_keys='VisuallyCoherentMixup')
+
+
+@pytest.mark.parametrize('packer, with_weights, warns', [
+    ('PackDetInputs', True, True),
+    ('PackDetInputsWithWeights', True, False),
+    ('PackDetInputs', False, False),  # nothing to drop
+])
+def test_reports_a_packer_that_drops_the_weights(packer, with_weights,
+                                                  warns):
+    """mmdet's PackDetInputs keeps only the keys it knows: behind mixup it
+    silently trains every object at full weight."""
+    from mmcv.transforms import RandomApply
+
+    from mmdet_freebies.datasets.transforms import VisuallyCoherentMixupCached
+    wrapper = MultiImageMixDataset(
+        dataset=_Synthetic(pipeline=[_load]),
+        pipeline=[
+            dict(type='VisuallyCoherentMixup', with_weights=with_weights),
+            dict(type=packer)
+        ])
+    # the cached transform nested in a wrapping transform and a dataset
+    # wrapper, the packer at the end
+    nested = RepeatDataset(_Synthetic(pipeline=[
+        _load,
+        RandomApply([VisuallyCoherentMixupCached(with_weights=with_weights)]),
+        TRANSFORMS.build(dict(type=packer))
+    ]), times=2)
+    hook = MixupSwitchHook(num_last_epochs=1)
+    for dataset in (wrapper, nested):
+        if warns:
+            with pytest.warns(UserWarning,
+                              match=re.escape("['PackDetInputs']")):
+                hook.before_train(runner(dataset, 0))
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter('error')
+                hook.before_train(runner(dataset, 0))
 
 
 @pytest.mark.parametrize('config, plain', [
