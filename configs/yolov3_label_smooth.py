@@ -3,7 +3,9 @@
 # object's class and e for every other class, e = min(1 / C, 1 / 40) = 1/80
 # on COCO. LabelSmoothCrossEntropyLoss smooths each binary target with
 # (1 - eps) t + eps / 2, so eps = 2 e = 1/40 (see docs/bag_of_freebies.md
-# for the difference with mmdet's YOLOV3Head.one_hot_smoother).
+# for the difference with mmdet's YOLOV3Head.one_hot_smoother). eps depends
+# on C: with 40 classes or fewer e = 1/40 and eps = 1/20 (VOC); --toy keeps
+# COCO's 1/40.
 _base_ = './yolov3_cosine.py'
 
 model = dict(
