@@ -94,7 +94,9 @@ def main(argv=None):
         print(f'prior pi = {e.prior:.4e}  bias = {prior_to_bias(e.prior):.4f}')
         # a CE-trained, optimally initialised head scores about pi
         if e.objectness_prior is not None:
-            print(f'score_thr ~ objectness prior = {e.objectness_prior:.2e}')
+            # YOLOv3 filters objectness by conf_thr; score_thr is for the
+            # class-conditional scores
+            print(f'conf_thr ~ objectness prior = {e.objectness_prior:.2e}')
         elif e.num_classes > 1:
             print(f'score_thr ~ pi * C = {e.prior * e.num_classes:.2e}')
     else:

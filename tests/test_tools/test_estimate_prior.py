@@ -23,3 +23,17 @@ def test_estimate_prior_tool(toy_data_root, tmp_path, capsys):
     assert 'ellipse' in out  # per-class rows by class name
     with pytest.raises(SystemExit, match='--num-images must be >= 0'):
         tool.main(common + ['--num-images', '-1'])
+
+
+def test_estimate_prior_tool_names_yolov3s_conf_thr(toy_data_root, tmp_path,
+                                                    capsys):
+    """YOLOv3 filters its objectness by conf_thr, not score_thr."""
+    tool = import_tool('estimate_prior')
+    tool.main([osp.join(CONFIGS, 'yolov3_ce_sf.py'), '--toy', 'tiny',
+               '--toy-data', toy_data_root, '--num-images', '2', '--json',
+               str(tmp_path / 'e.json')])
+    record = json.load(open(tmp_path / 'e.json'))
+    out = capsys.readouterr().out
+    assert (f"conf_thr ~ objectness prior = "
+            f"{record['objectness_prior']:.2e}") in out
+    assert 'score_thr' not in out
