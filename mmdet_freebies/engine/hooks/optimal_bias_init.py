@@ -310,7 +310,12 @@ class OptimalBiasInit(Hook):
                 f'OptimalBiasInit: roi_log_prior expects a softmax fc_cls '
                 f'with {len(gt) + 1} outputs (classes + background), got '
                 f'{fc_cls.out_features}')
-        # classes never seen get half a box so that log stays finite
+        unseen = torch.nonzero(gt == 0).view(-1).tolist()
+        if unseen:
+            warnings.warn(f'OptimalBiasInit: classes {unseen} have no box in '
+                          f'{estimate.num_images} images; roi_log_prior '
+                          'counts half a box for each')
+        # half a box for the classes never seen, so that log stays finite
         freq = gt.clamp(min=0.5) / gt.clamp(min=0.5).sum()
         bias = torch.cat([(fg * freq).log(),
                           torch.tensor([1.0 - fg], dtype=torch.float64).log()])

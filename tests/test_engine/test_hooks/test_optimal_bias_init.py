@@ -5,6 +5,7 @@ import json
 import math
 import os
 import os.path as osp
+import re
 
 import numpy as np
 import pytest
@@ -191,6 +192,20 @@ def test_roi_log_prior(toy_cfg, tmp_path, roi_fg_fraction, fg):
         tmp_path / 'optimal_bias_init.json'))['estimate']['num_gt_per_class']
     assert probs[:-1].numpy() == pytest.approx(fg * np.array(gt) / sum(gt),
                                                rel=1e-5)
+
+
+def test_roi_log_prior_warns_about_unseen_classes(toy_cfg, tmp_path):
+    """A class the counted images never show gets half a box, and the run
+    says so."""
+    model, dataset = _build(toy_cfg('faster_rcnn_biased.py'))
+    estimate = estimate_prior(model, dataset, 2, batch_size=2)
+    estimate.num_gt_per_class = [3, 0, 5, 2]
+    with pytest.warns(UserWarning, match=re.escape('classes [1] have no box')):
+        OptimalBiasInit(roi_log_prior=True)._set_roi_log_prior(
+            model, estimate)
+    probs = model.roi_head.bbox_head.fc_cls.bias.detach().double().exp()
+    assert probs[:-1].numpy() == pytest.approx(
+        0.25 * np.array([3, 0.5, 5, 2]) / 10.5, rel=1e-6)
 
 
 def test_seed_draws_the_counted_images(toy_cfg, tmp_path):
