@@ -6,9 +6,13 @@ Examples:
     python tools/train.py configs/retinanet_ce_sf.py --resume
 """
 import argparse
+import json
+import numbers
 import sys
 
 import torch
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -28,8 +32,27 @@ def parse_args(argv=None):
         '--resume', nargs='?', type=str, const='auto',
         help='resume from the given checkpoint, or without a path from the '
         'latest checkpoint in the work directory')
+    parser.add_argument(
+        '--val-metrics', metavar='JSON',
+        help='write the metrics of each validation to this file, replacing '
+        "the last: only that validation's (mmengine's logs repeat a metric "
+        'an evaluation did not return, e.g. COCO AP without detections)')
     add_common_args(parser)
     return parser.parse_args(argv)
+
+
+class ValMetricsWriter(Hook):
+    """Writes the evaluator's metrics of each validation to ``path``."""
+    priority = 'LOWEST'
+
+    def __init__(self, path):
+        self.path = path
+
+    def after_val_epoch(self, runner, metrics=None):
+        if is_main_process():
+            with open(self.path, 'w') as f:
+                json.dump({k: float(v) if isinstance(v, numbers.Real) else
+                           str(v) for k, v in (metrics or {}).items()}, f)
 
 
 def build_runner(args):
@@ -53,9 +76,11 @@ def build_runner(args):
         cfg.resume = True
         cfg.load_from = args.resume
     check_data(cfg)
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else \
+        Runner.from_cfg(cfg)
+    if args.val_metrics:
+        runner.register_hook(ValMetricsWriter(args.val_metrics))
+    return runner
 
 
 def main(argv=None):

@@ -25,12 +25,14 @@ METRICS = (('AP', 'coco/bbox_mAP'), ('AP50', 'coco/bbox_mAP_50'),
 _REG_WORDS = ('bbox', 'xy', 'wh', 'iou', 'centerness')
 
 
-def read_scalars(work_dir: str) -> List[Dict]:
+def read_scalars(work_dir: str, exclude: Sequence[str] = ()) -> List[Dict]:
     """The records of a run's latest ``<timestamp>/vis_data/scalars.json``
-    under ``work_dir`` (mmengine writes one folder per launch), or ``[]``
-    when there is none."""
-    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
-                                      'scalars.json')))
+    under ``work_dir`` (mmengine writes one folder per launch), leaving out
+    the launch folders named in ``exclude``; ``[]`` when there is none."""
+    files = sorted(
+        f for f in glob.glob(osp.join(work_dir, '*', 'vis_data',
+                                      'scalars.json'))
+        if osp.basename(osp.dirname(osp.dirname(f))) not in exclude)
     if not files:
         return []
     with open(files[-1]) as f:
@@ -72,33 +74,42 @@ def train_and_eval(config: str,
         extra_args (Sequence[str]): More ``tools/train.py`` flags.
 
     Returns:
-        dict: the last validation metrics (mmengine's keys, e.g.
-        ``coco/bbox_mAP``), ``diverged`` (a non-finite loss or a failed
-        run), ``returncode``, ``seconds`` and ``loss_history`` (the
-        per-iteration training records).
+        dict: the metrics the last validation returned (mmengine's keys,
+        e.g. ``coco/bbox_mAP``; none when it ran no validation),
+        ``diverged`` (a non-finite loss or a failed run), ``returncode``,
+        ``seconds`` and ``loss_history`` (this launch's per-iteration
+        training records).
     """
     # the run starts in the repository: relative paths are the caller's
     config, work_dir = osp.abspath(config), osp.abspath(work_dir)
     toy_data = osp.join(REPO, TOY_DATA_ROOT) if toy_data is None else \
         osp.abspath(toy_data)
     options = {'randomness.seed': seed, **(cfg_options or {})}
+    val_json = osp.join(work_dir, 'val_metrics.json')
     cmd = [sys.executable, TRAIN, config, '--work-dir', work_dir,
+           '--val-metrics', val_json,
            '--cfg-options'] + [f'{k}={v}' for k, v in options.items()]
     if toy:
         cmd += ['--toy', toy, '--toy-data', toy_data]
     cmd += list(extra_args)
     os.makedirs(work_dir, exist_ok=True)
+    # only this launch's results: an earlier launch's stay where they are
+    earlier = os.listdir(work_dir)
+    if osp.exists(val_json):
+        os.remove(val_json)
     start = time.perf_counter()
     with open(osp.join(work_dir, 'ablate_stdout.log'), 'w') as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
                               cwd=REPO)
     seconds = time.perf_counter() - start
-    records = read_scalars(work_dir)
-    history = [r for r in records if 'loss' in r]
+    history = [r for r in read_scalars(work_dir, exclude=earlier)
+               if 'loss' in r]
+    # the last validation's own metrics: the logged records repeat a
+    # metric an evaluation did not return (COCO AP without detections)
     metrics = {}
-    for r in records:
-        if 'loss' not in r:
-            metrics.update(r)
+    if osp.exists(val_json):
+        with open(val_json) as f:
+            metrics = json.load(f)
     non_finite = any(not math.isfinite(v) for r in history
                      for k, v in r.items()
                      if k.startswith('loss') and isinstance(v, float))

@@ -2,6 +2,7 @@
 tools/test.py, tools/dist_train.sh and the slurm launcher with 2 gloo
 processes, and openmim's `mim train`."""
 import glob
+import json
 import os
 import os.path as osp
 import pickle
@@ -43,10 +44,11 @@ def test_train_toy_end_to_end(tmp_path, toy_data_root):
     work = str(tmp_path / 'w')
     # After 4 iterations no score passes 0.05; keep every box so that
     # COCO evaluation really runs.
+    val_json = osp.join(str(tmp_path), 'val.json')
     proc = _run([sys.executable, TRAIN, f'{CONFIGS}/retinanet_fl.py',
                  '--toy', 'tiny', '--toy-data', toy_data_root,
-                 '--work-dir', work, '--cfg-options',
-                 'model.test_cfg.score_thr=0'])
+                 '--work-dir', work, '--val-metrics', val_json,
+                 '--cfg-options', 'model.test_cfg.score_thr=0'])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert osp.isfile(osp.join(work, 'epoch_1.pth'))
     records = _scalars(work)
@@ -54,6 +56,11 @@ def test_train_toy_end_to_end(tmp_path, toy_data_root):
     # precision-recall curves; a missing key fails here)
     assert 0 <= records[-1]['coco/bbox_mAP'] <= \
         records[-1]['coco/bbox_mAP_50'] <= 1
+    # --val-metrics: what the evaluator returned, as logged
+    with open(val_json) as f:
+        metrics = json.load(f)
+    assert metrics['coco/bbox_mAP'] == pytest.approx(
+        records[-1]['coco/bbox_mAP'], abs=1e-4)
     assert records[0]['iter'] == 1 and 'loss_cls' in records[0]
     # tools/test.py on that checkpoint: COCO metrics and the predictions
     test_cmd = [sys.executable, TEST, f'{CONFIGS}/retinanet_fl.py',

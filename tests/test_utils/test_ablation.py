@@ -66,27 +66,66 @@ def test_train_and_eval_paths_are_the_callers(tmp_path, monkeypatch):
         ablation.REPO, 'data/toy/')
 
 
+def _launch(work, stamp, losses, ap):
+    """A launch folder as mmengine writes it: loss records, then a
+    validation record."""
+    vis = work / stamp / 'vis_data'
+    vis.mkdir(parents=True)
+    (vis / 'scalars.json').write_text(''.join(
+        json.dumps(dict(loss=v, loss_cls=v, iter=i)) + '\n'
+        for i, v in enumerate(losses, 1)) + json.dumps(
+            {'coco/bbox_mAP': ap, 'step': 1}) + '\n')
+
+
 @pytest.mark.parametrize('loss, returncode, diverged', [
     (1.5, 0, False), (float('nan'), 0, True), (1.5, 1, True)])
-def test_train_and_eval_reads_the_runs_scalars(tmp_path, monkeypatch, loss,
-                                               returncode, diverged):
-    """Metrics come from the non-loss records of the latest launch; a
-    non-finite loss or a failed process marks the run diverged."""
+def test_train_and_eval_reads_this_launchs_results(tmp_path, monkeypatch,
+                                                   loss, returncode,
+                                                   diverged):
+    """Metrics are what the last validation returned (--val-metrics), the
+    history is this launch's; an earlier launch in the same work dir is
+    ignored. A non-finite loss or a failed process marks the run
+    diverged."""
+    work = tmp_path / 'work'
+    _launch(work, '20260101_000000', [9.0, 9.0, 9.0], 0.9)  # earlier
+    (work / 'val_metrics.json').write_text('{"coco/bbox_mAP": 0.9}')
 
     def fake_run(cmd, **kw):
-        for stamp, ap in (('20260101_000000', 0.1),
-                          ('20260102_000000', 0.3)):  # the latest counts
-            vis = tmp_path / 'work' / stamp / 'vis_data'
-            vis.mkdir(parents=True)
-            (vis / 'scalars.json').write_text(
-                json.dumps(dict(loss=2.0, loss_cls=1.0, iter=1)) + '\n'
-                + json.dumps(dict(loss=loss, loss_cls=loss, iter=2)) + '\n'
-                + json.dumps({'coco/bbox_mAP': ap, 'step': 1}) + '\n')
+        assert not osp.exists(work / 'val_metrics.json')
+        _launch(work, '20260102_000000', [2.0, loss], 0.3)
+        with open(cmd[cmd.index('--val-metrics') + 1], 'w') as f:
+            json.dump({'coco/bbox_mAP': 0.3}, f)
         return subprocess.CompletedProcess(cmd, returncode)
 
     monkeypatch.setattr(subprocess, 'run', fake_run)
-    r = ablation.train_and_eval('my.py', str(tmp_path / 'work'), toy=None)
+    r = ablation.train_and_eval('my.py', str(work), toy=None)
     assert r['diverged'] is diverged
     assert r['returncode'] == returncode
     assert r['coco/bbox_mAP'] == 0.3
     assert [h['iter'] for h in r['loss_history']] == [1, 2]
+
+
+def test_train_and_eval_does_not_report_stale_results(tmp_path,
+                                                      monkeypatch):
+    """A last validation without detections returns no COCO keys, though
+    mmengine's log repeats the previous AP: the row reads "no det.". A
+    launch that logged nothing gets no results, not the earlier launch's.
+    """
+    work = tmp_path / 'work'
+
+    def no_detections(cmd, **kw):
+        _launch(work, '20260102_000000', [2.0, 1.0], 0.25)  # stale AP
+        with open(cmd[cmd.index('--val-metrics') + 1], 'w') as f:
+            json.dump({'det_err/tp': 0.0}, f)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(subprocess, 'run', no_detections)
+    r = ablation.train_and_eval('my.py', str(work), toy=None)
+    assert 'coco/bbox_mAP' not in r and r['det_err/tp'] == 0
+    assert markdown_table({'row': r}).splitlines()[2].startswith(
+        '| row | no det. |')
+    monkeypatch.setattr(subprocess, 'run', lambda cmd, **kw: (
+        subprocess.CompletedProcess(cmd, 1)))  # failed before logging
+    r = ablation.train_and_eval('my.py', str(work), toy=None)
+    assert r['loss_history'] == [] and 'coco/bbox_mAP' not in r
+    assert r['diverged']
