@@ -110,7 +110,8 @@ def anchor_balance(cfg, num_images: int = 100) -> dict:
     Returns:
         dict: ``num_fg``, ``num_bg`` (valid priors that are not foreground;
         ignored ones excluded), ``fg_bg_ratio``, ``prior`` (per class, as
-        OptimalBiasInit uses it), ``head`` and ``num_images``.
+        OptimalBiasInit uses it for the dense heads: num_fg / (num_fg +
+        num_bg) / C), ``head`` and ``num_images``.
     """
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
@@ -123,10 +124,12 @@ def anchor_balance(cfg, num_images: int = 100) -> dict:
                          num_images=num_images, progress=True,
                          batch_size=cfg.train_dataloader.get('batch_size', 2))
     num_bg = est.num_valid - est.num_fg
+    # num_fg / num_valid / C for every head: est.prior is that for the
+    # dense heads, but YOLOv3's class prior (on positives only) is 1 / C
     return dict(num_fg=int(est.num_fg), num_bg=int(num_bg),
                 fg_bg_ratio=est.num_fg / num_bg if num_bg else math.inf,
-                prior=float(est.prior), head=est.head_type,
-                num_images=est.num_images)
+                prior=est.num_fg / max(est.num_valid, 1.0) / est.num_classes,
+                head=est.head_type, num_images=est.num_images)
 
 
 def _fmt(value) -> str:
