@@ -18,7 +18,7 @@ from mmengine.runner import Runner
 
 from mmdet_freebies.utils.cli import (UserInputError, add_common_args,
                                       check_checkpoint, check_data,
-                                      load_config)
+                                      check_pretrained, load_config)
 
 
 def parse_args(argv=None):
@@ -76,6 +76,7 @@ def build_runner(args):
         cfg.resume = True
         cfg.load_from = args.resume
     check_data(cfg)
+    check_pretrained(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else \
         Runner.from_cfg(cfg)
     if args.val_metrics:

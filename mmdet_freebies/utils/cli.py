@@ -162,6 +162,34 @@ def check_annotation_file(path: str) -> None:
             raise UserInputError(f'annotation file {path!r} has no images')
 
 
+def check_pretrained(cfg: Config) -> None:
+    """Fail before training when an ``init_cfg`` loads ``torchvision://``
+    weights (mmdet's ResNet configs) and torchvision is not installed:
+    mmengine would stop only at weight init, after building everything."""
+    def find(node, key):
+        if isinstance(node, dict):
+            checkpoint = node.get('checkpoint')
+            if key.endswith('init_cfg') and isinstance(checkpoint, str) \
+                    and checkpoint.startswith('torchvision://'):
+                yield key, checkpoint
+            for k, v in node.items():
+                yield from find(v, f'{key}.{k}')
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                yield from find(v, f'{key}[{i}]')
+
+    for key, checkpoint in find(cfg.get('model') or {}, 'model'):
+        try:
+            import torchvision  # noqa: F401
+        except ImportError:
+            raise UserInputError(
+                f'{key}.checkpoint={checkpoint!r} needs torchvision, which '
+                'is not installed: install the torchvision that matches '
+                'your torch, or set the checkpoint to a local file (or '
+                f'{key}=None to train from scratch)')
+        return
+
+
 def check_data(cfg: Config, loaders: Optional[List[str]] = None) -> None:
     """Check every dataset's annotation file under the given dataloaders."""
     for loader in loaders or ['train_dataloader', 'val_dataloader']:

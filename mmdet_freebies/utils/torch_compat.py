@@ -14,6 +14,7 @@ from typing import Callable, List, Tuple, Union
 
 import numpy as np
 import torch
+from mmengine.utils import digit_version
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
 
@@ -65,12 +66,13 @@ def register_torch_safe_globals() -> List[SafeGlobal]:
     """Add mmengine's checkpoint globals to torch's weights-only allowlist.
 
     Returns:
-        list: the globals added ([] on torch < 2.4, which has no allowlist
-        and does not default to weights-only loading).
+        list: the globals added ([] before torch 2.6, which does not
+        default to weights-only loading; its allowlist, from 2.4, takes no
+        ``(function, name)`` entries).
     """
-    add = getattr(torch.serialization, 'add_safe_globals', None)
-    if add is None:
+    if digit_version(torch.__version__) < digit_version('2.6.0'):
         return []
+    add = torch.serialization.add_safe_globals
     globals_ = _checkpoint_globals()
     add(globals_)
     return globals_

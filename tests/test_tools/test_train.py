@@ -316,3 +316,25 @@ def test_checkpoint_urls_are_left_to_mmengine(toy_data_root, monkeypatch):
     train_tool.build_runner(train_tool.parse_args([config, '--resume', url]
                                                   + common))
     assert seen == [url, (True, url)]
+
+
+def test_a_custom_runner_type_is_built_by_both_tools(toy_data_root,
+                                                     monkeypatch, tmp_path):
+    """As mmdet's tools do: a config's runner_type goes through RUNNERS."""
+    import importlib.util
+    common = ['--toy', 'tiny', '--toy-data', toy_data_root, '--cfg-options',
+              'runner_type=MyRunner']
+    config = f'{CONFIGS}/retinanet_fl.py'
+    checkpoint = tmp_path / 'x.pth'
+    checkpoint.write_bytes(b'')
+    spec = importlib.util.spec_from_file_location('test_tool', TEST)
+    test_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_tool)
+    train_tool = import_tool('train')
+    built = []
+    for tool in (test_tool, train_tool):
+        monkeypatch.setattr(tool.RUNNERS, 'build', lambda cfg: built.append(
+            cfg.runner_type) or types.SimpleNamespace(test=lambda: None))
+    test_tool.main([config, str(checkpoint)] + common)
+    train_tool.build_runner(train_tool.parse_args([config] + common))
+    assert built == ['MyRunner', 'MyRunner']

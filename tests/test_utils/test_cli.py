@@ -4,6 +4,8 @@ import json
 import os
 import re
 import subprocess
+import sys
+import types
 
 import pytest
 
@@ -94,3 +96,21 @@ def test_checkpoint_check_names_a_missing_file_and_passes_urls(tmp_path):
     ckpt = tmp_path / 'a.pth'
     ckpt.write_bytes(b'')
     cli.check_checkpoint(str(ckpt))
+
+
+def test_torchvision_checkpoint_without_torchvision_is_named(
+        toy_cfg, monkeypatch):
+    """mmdet's ResNet configs load torchvision:// weights; without
+    torchvision the run would fail only at weight init."""
+    from mmengine.config import Config
+
+    from helpers import CONFIGS
+    cfg = Config.fromfile(f'{CONFIGS}/retinanet_fl.py')
+    monkeypatch.setitem(sys.modules, 'torchvision', None)  # not installed
+    with pytest.raises(UserInputError, match=re.escape(
+            "model.backbone.init_cfg.checkpoint='torchvision://resnet50'")):
+        cli.check_pretrained(cfg)
+    cli.check_pretrained(toy_cfg('retinanet_fl.py'))  # no pretrained weights
+    cli.check_pretrained(Config.fromfile(f'{CONFIGS}/yolov3_baseline.py'))
+    monkeypatch.setitem(sys.modules, 'torchvision', types.ModuleType('tv'))
+    cli.check_pretrained(cfg)

@@ -40,3 +40,18 @@ def test_other_globals_stay_rejected():
     # getattr is only resolved for HistoryBuffer's statistics methods.
     with pytest.raises(pickle.UnpicklingError, match='not allowed'):
         _roundtrip({'x': Evil()})
+
+
+def test_nothing_is_registered_before_torch_2_6(monkeypatch):
+    """torch 2.4-2.5 read every allowlist entry as ``f.__module__``, so a
+    ``(function, name)`` entry would break every weights-only load; they
+    do not load weights-only by default, so nothing is needed there."""
+    from mmdet_freebies.utils.torch_compat import (
+        _history_buffer_getattr, register_torch_safe_globals)
+    before = list(torch.serialization.get_safe_globals())
+    monkeypatch.setattr(torch, '__version__', '2.5.1')
+    assert register_torch_safe_globals() == []
+    assert torch.serialization.get_safe_globals() == before
+    monkeypatch.setattr(torch, '__version__', '2.6.0')
+    assert (_history_buffer_getattr,
+            'builtins.getattr') in register_torch_safe_globals()
