@@ -1,12 +1,13 @@
 """Training health monitor: cheap per-iteration signals and named failure
 patterns, each with the remedy this pack ships."""
+import logging
 import math
 import statistics
 from collections import deque
 from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from mmengine.dist import all_reduce, barrier, get_world_size
+from mmengine.dist import all_reduce, barrier, get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch import nn
@@ -319,6 +320,7 @@ class TrainingHealthHook(Hook):
         self._ratios: Dict[str, Deque[Tuple[int, float]]] = {}
         self._reported = set()
         self._stop_message: Optional[str] = None
+        self._stop_pattern: Optional[str] = None
 
     def after_train(self, runner) -> None:
         for handle in self._handles:
@@ -513,9 +515,13 @@ class TrainingHealthHook(Hook):
                    f'{evidence}. Remedies: {remedies}')
         self.detections.append(dict(iter=it, pattern=pattern,
                                     evidence=evidence, message=message))
-        runner.logger.warning(message)
+        # mmengine's logger drops records below ERROR on ranks > 0 (and
+        # writes no file there): a pattern only that rank sees would vanish
+        runner.logger.log(
+            logging.WARNING if get_rank() == 0 else logging.ERROR, message)
         if self.action == 'stop' and self._stop_message is None:
             self._stop_message = message
+            self._stop_pattern = pattern
 
     def _stop_together(self, runner, it: int) -> None:
         """With ``action='stop'``: stop if this rank or any other detected a
@@ -525,11 +531,16 @@ class TrainingHealthHook(Hook):
         in their next gradient all-reduce."""
         message, self._stop_message = self._stop_message, None
         if get_world_size() > 1:
-            flag = torch.tensor([float(message is not None)])
-            all_reduce(flag, op='max')
-            if flag.item() and message is None:
+            found = torch.tensor([
+                float(message is not None and self._stop_pattern == p)
+                for p in PATTERNS
+            ])
+            all_reduce(found, op='max')
+            if found.any() and message is None:
+                titles = [_TITLES[p] for p, f in zip(PATTERNS, found) if f]
                 message = (f'TrainingHealthHook: iter {it}: another rank '
-                           'detected a failure pattern (see its log)')
+                           f'detected {", ".join(titles)} (its evidence is '
+                           "in that rank's error output)")
         if message is None:
             return
         filename = f'health_stop_iter_{it}.pth'

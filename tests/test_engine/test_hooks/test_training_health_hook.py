@@ -336,7 +336,7 @@ def test_stop_saves_a_checkpoint_and_raises(tmp_path):
 
 
 _RANK_STOPS = """
-import json, math, os, sys, time
+import json, logging, math, os, sys, time
 from types import SimpleNamespace
 import torch, torch.distributed as dist
 from mmengine.logging import MessageHub, MMLogger
@@ -363,9 +363,19 @@ runner = SimpleNamespace(
     message_hub=MessageHub.get_instance('rank_stop'),
     logger=MMLogger.get_instance('rank_stop'),
     save_checkpoint=save_checkpoint)
+levels = []
+
+
+class Levels(logging.Handler):
+
+    def emit(self, record):
+        levels.append(record.levelname)
+
+
+runner.logger.addHandler(Levels())
 hook = TrainingHealthHook(action='stop', warmup_iters=0)
 hook.before_train(runner)
-result = dict(rank=rank)
+result = dict(rank=rank, levels=levels)
 try:
     for i in range(6):
         hook.before_train_iter(runner, i)
@@ -392,7 +402,11 @@ def test_ranks_stop_together(tmp_path):
     assert [r.get('iter') for r in results] == [3, 3]
     assert [r['saved'] for r in results] == [['health_stop_iter_3.pth']] * 2
     assert [r['written'] for r in results] == [True, True]
-    assert 'another rank detected' in results[0]['message']
+    assert 'another rank detected non-finite loss' in results[0]['message']
+    # mmengine's logger shows ranks > 0 only ERROR records: the detection
+    # is one there, a warning on rank 0
+    assert results[1]['levels'].count('ERROR') == 1
+    assert 'ERROR' not in results[0]['levels']
     assert 'non-finite loss=nan' in results[1]['message']
 
 
