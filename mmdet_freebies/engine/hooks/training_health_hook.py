@@ -10,6 +10,7 @@ import torch
 from mmengine.dist import all_reduce, barrier, get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from mmengine.optim import OptimWrapper
 from torch import nn
 
 from mmdet.registry import HOOKS
@@ -394,12 +395,17 @@ class TrainingHealthHook(Hook):
         self._sample = runner.iter % self.score_interval == 0
         self._scores = []
         self._sq_norms = {}
-        # AmpOptimWrapper scales the loss, hence the gradients, by the scale
-        # of this iteration's backward (the step after it may change it)
-        scaler = getattr(getattr(runner, 'optim_wrapper', None),
-                         'loss_scaler', None)
+        # the gradients are those of the loss as the optim wrapper scales
+        # it: AmpOptimWrapper multiplies by this iteration's loss scale (the
+        # step after the backward may change it), and OptimWrapper divides
+        # by the gradient accumulation count (the remainder near the end),
+        # which its own scale_loss computes
+        wrapper = getattr(runner, 'optim_wrapper', None)
+        scaler = getattr(wrapper, 'loss_scaler', None)
         self._grad_scale = float(
             scaler.get_scale()) if scaler is not None else 1.0
+        if isinstance(wrapper, OptimWrapper):
+            self._grad_scale *= float(wrapper.scale_loss(torch.ones(())))
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:

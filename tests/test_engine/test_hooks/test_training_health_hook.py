@@ -159,6 +159,36 @@ def test_grad_norm_is_per_iteration_under_gradient_accumulation(tmp_path):
     assert norms == pytest.approx([total / 3] * 3, rel=1e-5)
 
 
+def test_grad_norm_undoes_the_accumulation_factor(tmp_path):
+    """OptimWrapper(accumulative_counts=2) divides each loss by 2, and the
+    last iteration of 5 by its remainder, 1: the same gradient gives the
+    same norm every iteration."""
+    from mmengine.optim import OptimWrapper
+    runner = _runner(tmp_path)
+    layer = runner.model.bbox_head.retina_cls
+    runner.optim_wrapper = OptimWrapper(
+        torch.optim.SGD(layer.parameters(), lr=0.0), accumulative_counts=2)
+    runner.optim_wrapper.initialize_count_status(layer, 0, 5)
+    hook = _hook()
+    hook.before_train(runner)
+    x = torch.randn(2, 4, 3, 3)
+    norms = []
+    for i in range(5):
+        hook.before_train_iter(runner, i)
+        runner.optim_wrapper.update_params(layer(x).pow(2).mean())
+        hook.after_train_iter(runner, i, outputs=dict(
+            loss=torch.tensor(2.0), loss_cls=torch.tensor(1.0),
+            loss_bbox=torch.tensor(1.0)))
+        norms.append(runner.message_hub.get_scalar(
+            'train/health/grad_norm_retina_cls').current())
+        runner.iter += 1
+    layer.zero_grad()
+    layer(x).pow(2).mean().backward()
+    full = math.sqrt(layer.weight.grad.pow(2).sum() +
+                     layer.bias.grad.pow(2).sum())
+    assert norms == pytest.approx([full] * 5, rel=1e-5)
+
+
 def test_layers_of_one_name_get_a_key_per_stage():
     keys = TrainingHealthHook._layer_keys([
         'rpn_head.rpn_cls', 'roi_head.bbox_head.0.fc_cls',
