@@ -178,16 +178,18 @@ def check_pretrained(cfg: Config) -> None:
             for i, v in enumerate(node):
                 yield from find(v, f'{key}[{i}]')
 
-    for key, checkpoint in find(cfg.get('model') or {}, 'model'):
-        try:
-            import torchvision  # noqa: F401
-        except ImportError:
-            raise UserInputError(
-                f'{key}.checkpoint={checkpoint!r} needs torchvision, which '
-                'is not installed: install the torchvision that matches '
-                'your torch, or set the checkpoint to a local file (or '
-                f'{key}=None to train from scratch)')
+    found = next(find(cfg.get('model') or {}, 'model'), None)
+    if found is None:
         return
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        key, checkpoint = found
+        raise UserInputError(
+            f'{key}.checkpoint={checkpoint!r} needs torchvision, which is '
+            'not installed: install the torchvision that matches your '
+            'torch, or set the checkpoint to a local file (or '
+            f'{key}=None to train from scratch)')
 
 
 def check_data(cfg: Config, loaders: Optional[List[str]] = None) -> None:

@@ -289,8 +289,8 @@ class VisuallyCoherentMixupCached(_CoherentMixupBase):
     put it right after the loading transforms. The current image is never
     its own partner, not even a copy cached in an earlier epoch (same
     ``img_path``, or ``sample_idx`` without a path); until another image is
-    cached, samples pass through
-    with weight 1. The cache is first-in first-out.
+    cached, samples pass through with weight 1. The cache is first-in
+    first-out.
 
     Required Keys:
 
