@@ -200,6 +200,51 @@ def test_slurm_launcher_two_gloo_processes(tmp_path, toy_data_root):
     assert losses[-1]['iter'] == 2  # 8 images, 2 ranks, batch 2
 
 
+# Stands in for slurm's srun: drops its options (the command starts at
+# $PYTHON) and runs the command as 2 tasks with slurm's variables.
+_FAKE_SRUN = """#!/usr/bin/env bash
+while [[ $# -gt 0 && "$1" != "$PYTHON" ]]; do shift; done
+pids=()
+for rank in 0 1; do
+    SLURM_PROCID=$rank SLURM_LOCALID=$rank SLURM_NTASKS=2 \\
+        SLURM_NODELIST=localhost "$@" &
+    pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+exit $status
+"""
+
+
+@pytest.mark.slow
+def test_slurm_scripts_train_and_test_through_srun(tmp_path, toy_data_root):
+    """tools/slurm_train.sh, then tools/slurm_test.sh on its checkpoint,
+    each as 2 slurm tasks on gloo."""
+    fake_bin = tmp_path / 'bin'
+    fake_bin.mkdir()
+    (fake_bin / 'srun').write_text(_FAKE_SRUN)
+    (fake_bin / 'srun').chmod(0o755)
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1',
+               PATH=f'{fake_bin}{os.pathsep}{BIN}{os.pathsep}'
+               f'{os.environ["PATH"]}', MASTER_ADDR='127.0.0.1',
+               MASTER_PORT=str(free_port()), GPUS='2')
+    work = str(tmp_path / 'w')
+    toy = ['--toy', 'tiny', '--toy-data', toy_data_root]
+    proc = _run(['bash', 'tools/slurm_train.sh', 'part', 'job',
+                 f'{CONFIGS}/retinanet_fl.py', work] + toy, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r['iter'] for r in _scalars(work) if 'loss' in r][-1] == 2
+    out = str(tmp_path / 'preds.pkl')
+    env['MASTER_PORT'] = str(free_port())
+    proc = _run(['bash', 'tools/slurm_test.sh', 'part', 'job',
+                 f'{CONFIGS}/retinanet_fl.py',
+                 osp.join(work, 'epoch_1.pth'), '--out', out] + toy, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'Distributed launcher: slurm' in proc.stdout + proc.stderr
+    with open(out, 'rb') as f:
+        assert len(pickle.load(f)) == 8  # every val image, from both ranks
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU path')
 def test_slurm_launcher_outside_srun_says_what_is_missing(
         toy_data_root):
