@@ -157,6 +157,39 @@ def test_floor_share_and_bin_quotas_are_exact():
             assert counts.tolist() == [128, 32, 32, 32, 32], sampler
 
 
+def test_floor_share_and_bin_quotas_round_down():
+    """257 wanted, floor_fraction=0.3: int(179.9) = 179 balanced, 179 // 4
+    = 44 per bin and 78 under floor_thr. Three bins hold 45, so the 3 left
+    come (almost always) from the big bottom bin; rounding either number
+    up would change the floor count or even out the bins."""
+    g = torch.Generator().manual_seed(0)
+
+    def uniform(n, low, high):
+        return low + (high - low) * torch.rand(n, generator=g)
+
+    ious = torch.cat([uniform(300, 0, 0.05), uniform(1000, 0.06, 0.14),
+                      uniform(45, 0.16, 0.24), uniform(45, 0.26, 0.33),
+                      uniform(44, 0.35, 0.43), torch.tensor([0.44])])
+    case = Case.make([], ious)
+    sampler = _ours(num=257, pos_fraction=0.25, add_gt_as_proposals=False,
+                    floor_thr=0.05, floor_fraction=0.3, num_bins=4)
+    edges = torch.tensor([0, 0.05, 0.1475, 0.245, 0.3425, 0.45])
+    bottom = 0.0
+    for seed in range(20):
+        sampling, all_ious = case.draw(sampler, seed)
+        counts = torch.histogram(all_ious[sampling.neg_inds], edges)[0]
+        assert counts[0] == 78 and (counts[1:] >= 44).all(), counts
+        bottom += counts[1].item() / 20
+    assert bottom > 46.5
+
+
+def test_neg_pos_ub_counts_one_positive_when_there_is_none():
+    """mmdet bounds the negatives by neg_pos_ub * max(1, positives)."""
+    sampler = _ours(num=64, pos_fraction=0.5, neg_pos_ub=2)
+    sampling, _ = Case.make([], _neg_ious()).draw(sampler, 0)
+    _check_counts(sampling, 0, 2)
+
+
 def test_instance_balanced_positives_match_reference():
     """Trimming case (4 gts, 5 per gt > 16 wanted): the mean number of
     positives per gt over many draws matches InstanceBalancedPosSampler."""
@@ -175,6 +208,26 @@ def test_instance_balanced_positives_match_reference():
     torch.testing.assert_close(means[0], means[1], atol=0.2, rtol=0)
     torch.testing.assert_close(means[0], torch.tensor([5., 5., 5., 4.]) *
                                16 / 19, atol=0.2, rtol=0)
+
+
+def test_per_gt_quota_counts_only_gts_with_positives():
+    """Gts without positives (add_gt_as_proposals=False) do not share the
+    quota: round(16 / 3) + 1 = 6 per gt among the 3 with positives, as
+    mmdet's InstanceBalancedPosSampler counts them."""
+    case = Case.make([30, 14, 10, 0, 0, 0], _neg_ious()[:100])
+    means = []
+    for sampler in (_ours(num=32, pos_fraction=0.5, add_gt_as_proposals=False,
+                          instance_balanced_pos=True),
+                    _reference(num=32, pos_fraction=0.5,
+                               add_gt_as_proposals=False)):
+        counts = torch.zeros(6)
+        for seed in range(DRAWS):
+            sampling, _ = case.draw(sampler, seed)
+            counts += torch.bincount(sampling.pos_assigned_gt_inds,
+                                     minlength=6)
+        means.append(counts / DRAWS)
+    torch.testing.assert_close(means[0], means[1], atol=0.3, rtol=0)
+    assert means[0][3:].sum() == 0
 
 
 def test_positive_top_up_is_exact_and_unique():
