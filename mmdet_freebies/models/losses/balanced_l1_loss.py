@@ -74,7 +74,11 @@ class _BalancedL1(torch.autograd.Function):
         ctx.scale = scale
         ctx.weight_shape = None if weight is None else weight.shape
         if weight is not None:
-            loss = loss * weight if keep_loss else loss.mul_(weight)
+            # in place unless the loss must stay, or the weight promotes
+            # the dtype (mmdet's loss * weight returns the promoted one)
+            in_place = not keep_loss and torch.promote_types(
+                loss.dtype, weight.dtype) == loss.dtype
+            loss = loss.mul_(weight) if in_place else loss * weight
         if reduction != 'none':
             # accumulate half precision in float32, as mmdet's mean() does,
             # so that a sum beyond the half range does not overflow

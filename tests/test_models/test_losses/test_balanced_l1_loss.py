@@ -157,6 +157,24 @@ def test_half_inputs_are_summed_in_float32(avg_factor):
     torch.testing.assert_close(out.float(), ref, rtol=2e-3, atol=0)
 
 
+@pytest.mark.parametrize('reduction', ['none', 'mean'])
+@pytest.mark.parametrize('dtypes', [(torch.float32, torch.float64),
+                                    (torch.float16, torch.float32)])
+def test_a_wider_weight_promotes_as_mmdet(reduction, dtypes):
+    """pred and target in one dtype, the weight in a wider one: the loss
+    comes out in the promoted dtype, as mmdet's ``loss * weight``."""
+    inputs, weight_dtype = dtypes
+    pred, target, weight = _inputs(37)
+    pred, target = pred.detach().to(inputs), target.to(inputs)
+    weight = weight.to(weight_dtype)
+    ours = FusedBalancedL1Loss()(pred, target, weight=weight,
+                                 reduction_override=reduction)
+    ref = BalancedL1Loss()(pred, target, weight=weight,
+                           reduction_override=reduction)
+    assert ours.dtype == ref.dtype == weight_dtype
+    torch.testing.assert_close(ours, ref, atol=1e-3, rtol=1e-3)
+
+
 def test_saves_one_tensor_for_backward():
     """Ours keeps only the gradient; mmdet's autograd graph keeps several
     tensors of the input's size (the memory the benchmark measures)."""
