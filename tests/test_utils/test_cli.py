@@ -1,5 +1,6 @@
-"""cli: annotation-file checks and the slurm environment, each failure a
-``UserInputError`` naming what is wrong."""
+"""cli: annotation-file, checkpoint and pretrained-weight checks and the
+slurm environment, each failure a ``UserInputError`` naming what is
+wrong."""
 import json
 import os
 import re
@@ -8,9 +9,12 @@ import sys
 import types
 
 import pytest
+from mmengine.config import Config
 
 from mmdet_freebies.utils import cli
 from mmdet_freebies.utils.cli import UserInputError, check_annotation_file
+
+from helpers import CONFIGS
 
 
 @pytest.mark.parametrize('content, match', [
@@ -102,9 +106,6 @@ def test_torchvision_checkpoint_without_torchvision_is_named(
         toy_cfg, monkeypatch):
     """mmdet's ResNet configs load torchvision:// weights; without
     torchvision the run would fail only at weight init."""
-    from mmengine.config import Config
-
-    from helpers import CONFIGS
     cfg = Config.fromfile(f'{CONFIGS}/retinanet_fl.py')
     monkeypatch.setitem(sys.modules, 'torchvision', None)  # not installed
     with pytest.raises(UserInputError, match=re.escape(
