@@ -136,24 +136,31 @@ def test_grad_norm_undoes_the_amp_loss_scale(tmp_path):
             grad_norm / 4, rel=1e-5)
 
 
-def test_grad_norm_is_per_iteration_under_gradient_accumulation(tmp_path):
-    """Without zero_grad between iterations ``.grad`` sums the gradients
-    (1x, 2x, 3x); the logged norm is each iteration's own."""
-    runner = _runner(tmp_path)
+def _logged_grad_norms(runner, backward, iters):
+    """The hook's ``grad_norm_retina_cls`` of each of ``iters`` iterations,
+    each running ``backward(loss)`` on the same loss of ``retina_cls``."""
     hook = _hook()
     hook.before_train(runner)
     layer = runner.model.bbox_head.retina_cls
-    x = torch.randn(2, 4, 3, 3)
+    x = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(0))
     norms = []
-    for i in range(3):
+    for i in range(iters):
         hook.before_train_iter(runner, i)
-        layer(x).pow(2).mean().backward()
+        backward(layer(x).pow(2).mean())
         hook.after_train_iter(runner, i, outputs=dict(
             loss=torch.tensor(2.0), loss_cls=torch.tensor(1.0),
             loss_bbox=torch.tensor(1.0)))
         norms.append(runner.message_hub.get_scalar(
             'train/health/grad_norm_retina_cls').current())
         runner.iter += 1
+    return layer, x, norms
+
+
+def test_grad_norm_is_per_iteration_under_gradient_accumulation(tmp_path):
+    """Without zero_grad between iterations ``.grad`` sums the gradients
+    (1x, 2x, 3x); the logged norm is each iteration's own."""
+    layer, _, norms = _logged_grad_norms(
+        _runner(tmp_path), lambda loss: loss.backward(), 3)
     total = math.sqrt(layer.weight.grad.pow(2).sum() +
                       layer.bias.grad.pow(2).sum())
     assert norms == pytest.approx([total / 3] * 3, rel=1e-5)
@@ -169,19 +176,8 @@ def test_grad_norm_undoes_the_accumulation_factor(tmp_path):
     runner.optim_wrapper = OptimWrapper(
         torch.optim.SGD(layer.parameters(), lr=0.0), accumulative_counts=2)
     runner.optim_wrapper.initialize_count_status(layer, 0, 5)
-    hook = _hook()
-    hook.before_train(runner)
-    x = torch.randn(2, 4, 3, 3)
-    norms = []
-    for i in range(5):
-        hook.before_train_iter(runner, i)
-        runner.optim_wrapper.update_params(layer(x).pow(2).mean())
-        hook.after_train_iter(runner, i, outputs=dict(
-            loss=torch.tensor(2.0), loss_cls=torch.tensor(1.0),
-            loss_bbox=torch.tensor(1.0)))
-        norms.append(runner.message_hub.get_scalar(
-            'train/health/grad_norm_retina_cls').current())
-        runner.iter += 1
+    layer, x, norms = _logged_grad_norms(
+        runner, runner.optim_wrapper.update_params, 5)
     layer.zero_grad()
     layer(x).pow(2).mean().backward()
     full = math.sqrt(layer.weight.grad.pow(2).sum() +

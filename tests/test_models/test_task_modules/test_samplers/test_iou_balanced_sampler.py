@@ -130,31 +130,43 @@ def test_negative_iou_histogram_matches_reference(floor_thr, floor_fraction,
         assert (random - ref).abs().max() > 2.5 * HIST_TOL
 
 
+# 4 IoU bins over [0.05, 0.44] with floor_thr=0.05: the edges of the
+# floor and of each bin, for torch.histogram
+FOUR_BIN_EDGES = torch.tensor([0, 0.05, 0.1475, 0.245, 0.3425, 0.45])
+
+
+def _four_bin_case(per_bin):
+    """300 negatives under 0.05, then ``per_bin`` negatives inside each of
+    the 4 bins, then one at the maximum IoU 0.44 (the top bin)."""
+    g = torch.Generator().manual_seed(0)
+    spans = ((0.06, 0.14), (0.16, 0.24), (0.26, 0.33), (0.35, 0.43))
+    ious = [0.05 * torch.rand(300, generator=g)]
+    ious += [low + (high - low) * torch.rand(n, generator=g)
+             for n, (low, high) in zip(per_bin, spans)]
+    return Case.make([], torch.cat(ious + [torch.tensor([0.44])]))
+
+
+def _neg_counts(sampling, ious):
+    """Sampled negatives under floor_thr and in each of the 4 bins."""
+    return torch.histogram(ious[sampling.neg_inds], FOUR_BIN_EDGES)[0]
+
+
 def test_floor_share_and_bin_quotas_are_exact():
     """floor_thr=0.05, floor_fraction=0.5, 4 bins over [0.05, 0.44], 256
     negatives wanted: 128 from under floor_thr and int(128 / 4) = 32 from
     each bin, as mmdet's IoUBalancedNegSampler takes them; every bin has
     more than 32, so the counts are exact on every draw."""
-    g = torch.Generator().manual_seed(0)
-
-    def uniform(n, low, high):
-        return low + (high - low) * torch.rand(n, generator=g)
-
-    ious = torch.cat([uniform(300, 0, 0.05), uniform(40, 0.06, 0.14),
-                      uniform(60, 0.16, 0.24), uniform(100, 0.26, 0.33),
-                      uniform(35, 0.35, 0.43), torch.tensor([0.44])])
-    case = Case.make([], ious)
+    case = _four_bin_case([40, 60, 100, 35])
     cfg = dict(num=256, pos_fraction=0.25, add_gt_as_proposals=False,
                floor_thr=0.05, floor_fraction=0.5, num_bins=4)
-    edges = torch.tensor([0, 0.05, 0.1475, 0.245, 0.3425, 0.45])
     for sampler in (_ours(**cfg), _reference(**cfg)):
         for seed in range(5):
             if hasattr(sampler, 'neg_sampler'):  # undo mmdet's mutation
                 sampler.neg_sampler.floor_thr = 0.05
-            sampling, all_ious = case.draw(sampler, seed)
+            sampling, ious = case.draw(sampler, seed)
             _check_counts(sampling, 0, 256)
-            counts = torch.histogram(all_ious[sampling.neg_inds], edges)[0]
-            assert counts.tolist() == [128, 32, 32, 32, 32], sampler
+            assert _neg_counts(sampling, ious).tolist() == [
+                128, 32, 32, 32, 32], sampler
 
 
 def test_floor_share_and_bin_quotas_round_down():
@@ -162,22 +174,12 @@ def test_floor_share_and_bin_quotas_round_down():
     = 44 per bin and 78 under floor_thr. Three bins hold 45, so the 3 left
     come (almost always) from the big bottom bin; rounding either number
     up would change the floor count or even out the bins."""
-    g = torch.Generator().manual_seed(0)
-
-    def uniform(n, low, high):
-        return low + (high - low) * torch.rand(n, generator=g)
-
-    ious = torch.cat([uniform(300, 0, 0.05), uniform(1000, 0.06, 0.14),
-                      uniform(45, 0.16, 0.24), uniform(45, 0.26, 0.33),
-                      uniform(44, 0.35, 0.43), torch.tensor([0.44])])
-    case = Case.make([], ious)
+    case = _four_bin_case([1000, 45, 45, 44])  # the 0.44 makes 45 on top
     sampler = _ours(num=257, pos_fraction=0.25, add_gt_as_proposals=False,
                     floor_thr=0.05, floor_fraction=0.3, num_bins=4)
-    edges = torch.tensor([0, 0.05, 0.1475, 0.245, 0.3425, 0.45])
     bottom = 0.0
     for seed in range(20):
-        sampling, all_ious = case.draw(sampler, seed)
-        counts = torch.histogram(all_ious[sampling.neg_inds], edges)[0]
+        counts = _neg_counts(*case.draw(sampler, seed))
         assert counts[0] == 78 and (counts[1:] >= 44).all(), counts
         bottom += counts[1].item() / 20
     assert bottom > 46.5
