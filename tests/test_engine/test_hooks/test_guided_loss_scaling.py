@@ -160,6 +160,49 @@ def test_sync_averages_valid_ratios_over_ranks(monkeypatch):
     assert out['gls_ratio_cls'].item() == pytest.approx(0.35)
 
 
+@pytest.mark.parametrize('cls,reg', [(0.0, 1.0), (0.0, 0.0),
+                                     (math.inf, 1.0)])
+def test_sync_leaves_out_a_rank_whose_ratio_is_not_finite(monkeypatch, cls,
+                                                         reg):
+    """L_cls = 0 (ratio inf), 0 / 0 or an infinite L_cls on this rank:
+    only the other rank's 0.5 counts, nothing non-finite is summed."""
+    monkeypatch.setattr(gls_mod, 'get_world_size', lambda: 2)
+    monkeypatch.setattr(gls_mod, 'all_reduce', lambda stats, op='sum': (
+        stats.add_(torch.tensor([[0.5], [1.0]]))))
+    out = GuidedLossScaler([preset_group('dense')], sync=True)(
+        dict(loss_cls=t(cls), loss_bbox=t(reg)))
+    assert out['gls_ratio_cls'].item() == pytest.approx(0.5)
+
+
+def _detector(**losses):
+    """A model whose forward returns ``losses``, with an RoI head."""
+    model = torch.nn.Module()
+    model.with_roi_head = True
+    model.forward = lambda mode='tensor': dict(losses)
+    return model
+
+
+def test_the_hooks_sync_and_roi_factor_reach_the_scaler(monkeypatch):
+    monkeypatch.setattr(gls_mod, 'get_world_size', lambda: 2)
+    monkeypatch.setattr(gls_mod, 'all_reduce', lambda stats, op='sum': (
+        stats.add_(torch.tensor([[0.75], [1.0]]))))
+    model = _detector(loss_cls=t(4.0), loss_bbox=t(1.0))
+    GuidedLossScaling(groups=['dense'], sync=True).attach(model)
+    # this rank's 0.25 and the other's 0.75
+    assert model(mode='loss')['gls_ratio_cls'].item() == pytest.approx(0.5)
+    model = _detector(loss_cls=t(1.0), loss_bbox=t(0.3))
+    GuidedLossScaling(groups=['roi'], roi_factor=3.0).attach(model)
+    out = model(mode='loss')
+    assert out['gls_ratio_roi'].item() == pytest.approx(0.9)
+    assert out['loss_cls'].item() == pytest.approx(0.9)
+
+
+def test_a_loss_tensor_is_meaned_as_parse_losses_does():
+    out = scaler('dense')(dict(loss_cls=torch.tensor([1.0, 3.0]),
+                               loss_bbox=t(1.0)))
+    assert out['gls_ratio_cls'].item() == pytest.approx(0.5)
+
+
 _RANK_FREEZES = """
 import json, sys
 import torch, torch.distributed as dist
@@ -218,6 +261,19 @@ def test_state_dict_roundtrip_for_resume():
     assert out['gls_ratio_cls'].item() == pytest.approx(0.3)
 
 
+def test_resume_in_the_middle_of_the_warm_up():
+    """Two warm-up ratios before the checkpoint, two after: the frozen
+    ratio is the mean of all four."""
+    s = GuidedLossScaler([preset_group('dense')], freeze_after=4)
+    for reg in (0.2, 0.4):
+        s(dict(loss_cls=t(1.0), loss_bbox=t(reg)))
+    fresh = GuidedLossScaler([preset_group('dense')], freeze_after=4)
+    fresh.load_state_dict(s.state_dict())
+    for reg in (0.6, 0.8):
+        fresh(dict(loss_cls=t(1.0), loss_bbox=t(reg)))
+    assert fresh.frozen['cls'].item() == pytest.approx(0.5)
+
+
 @pytest.mark.parametrize('kwargs,match', [
     (dict(groups=['retina']), "unknown preset 'retina'"),
     (dict(groups='dense'), 'groups must be'),
@@ -266,6 +322,15 @@ def test_auto_groups_from_the_model(toy_cfg, config, presets):
     assert GuidedLossScaling.auto_presets(_model(cfg)) == presets
     hooks = [h for h in cfg.custom_hooks if h.type == 'GuidedLossScaling']
     assert len(hooks) == 1
+
+
+def test_auto_groups_of_a_single_stage_rpn():
+    """mmdet's RPN detector has its RPNHead as bbox_head: the rpn preset
+    (the dense one would look for loss_cls)."""
+    from mmdet.models.dense_heads import RPNHead
+    model = torch.nn.Module()
+    model.bbox_head = RPNHead(in_channels=4, feat_channels=4)
+    assert GuidedLossScaling.auto_presets(model) == ['rpn']
 
 
 @pytest.mark.parametrize('config,plain', [
