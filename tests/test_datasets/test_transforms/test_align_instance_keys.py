@@ -59,14 +59,33 @@ def test_without_keys_is_the_plain_transform():
     np.testing.assert_array_equal(out['gt_bboxes_labels'], [7, 6, 5, 7, 6])
 
 
-def test_label_changing_transform_is_rejected():
+@pytest.mark.parametrize('shift', [100, 1, -1])
+def test_label_changing_transform_is_rejected(shift):
+    """Labels shifted past either end (-1 would wrap around and put the
+    weights on other objects) are an error."""
 
     def relabel(res):
-        res['gt_bboxes_labels'] = res['gt_bboxes_labels'] + 100
+        res['gt_bboxes_labels'] = res['gt_bboxes_labels'] + shift
         return res
 
     with pytest.raises(RuntimeError, match='changed object labels'):
         AlignInstanceKeys([relabel]).transform(results())
+
+
+def test_a_box_dropped_without_its_label_is_rejected():
+
+    def drop_box_only(res):
+        res['gt_bboxes'] = res['gt_bboxes'][1:]
+        return res
+
+    with pytest.raises(RuntimeError, match='changed object labels'):
+        AlignInstanceKeys([drop_box_only]).transform(results())
+
+
+def test_a_rejected_sample_stays_rejected():
+    """A wrapped transform returning None (no valid crop) makes the dataset
+    draw another sample, as without the wrapper."""
+    assert AlignInstanceKeys([lambda res: None]).transform(results()) is None
 
 
 def test_repr_and_bad_keys():
