@@ -121,6 +121,21 @@ def test_crowd_boxes_ignore_detections_inside_them_as_coco():
     assert out['fp'].sum() == 0
 
 
+def test_the_thresholds_are_inclusive():
+    """A detection scored exactly at score_thr is kept (a TP here); one
+    covered by a crowd box exactly at iou_thr (IoF 0.5) is ignored, as
+    COCO's >= does."""
+    metric = DetectionErrorMetric(score_thr=0.5)
+    metric.process({}, [_sample(([[0, 0, 10, 10]], [.5], [0]),
+                                ([[0, 0, 10, 10]], [0]))])
+    assert metric.compute_metrics(metric.results)['tp'] == 1
+    out = match_image(np.array([[0, 0, 10, 10.]]), np.array([.9]),
+                      np.array([0]), np.zeros((0, 4)), np.zeros(0, int),
+                      np.array([[5, 0, 15, 10.]]), np.array([0]),
+                      iou_thr=0.5)
+    assert out['fp'].sum() == 0
+
+
 def test_missing_gt_and_bad_args():
     sample = dict(IMG1)
     sample.pop('gt_instances')
