@@ -102,6 +102,15 @@ def test_hand_count(data, allowed_border, fg, valid, per_class):
     assert est.num_gt_per_class == ([1, 1] if len(data) == 1 else [1, 2])
 
 
+def test_border_is_the_image_not_its_padding():
+    """A 56x56 image padded to 64x64: allowed_border=0 keeps the anchors
+    with x2, y2 < 56, as mmdet's targets do (from img_shape), i.e. (i, j)
+    in {1, 2}^2; the box is anchor (1, 1)."""
+    est = estimate_prior(_retina(0), [_sample(56, 56, [[8, 8, 24, 24]],
+                                              [0])], None)
+    assert (est.num_fg, est.num_valid) == (1, 4)
+
+
 def test_ignored_boxes_are_not_counted():
     det = _retina(-1)
     det.bbox_head.assigner = TASK_UTILS.build(
@@ -259,6 +268,13 @@ def test_paa_candidates_by_hand():
                             torch.ones(3, dtype=torch.bool)], gt_inds > 0)
     assert keep.tolist() == [True, False, True, False, False, True, False,
                              False]
+    # exactly 2 candidates are enough (mmdet skips gts with fewer than 2)
+    gt_inds = torch.tensor([1, 1, 0])
+    keep = _paa_candidates(SimpleNamespace(topk=2),
+                           AssignResult(1, gt_inds,
+                                        torch.tensor([.9, .5, .1]), None),
+                           [torch.ones(3, dtype=torch.bool)], gt_inds > 0)
+    assert keep.tolist() == [True, True, False]
 
 
 def test_yolov3_priors(build):
