@@ -59,6 +59,40 @@ def test_tiny_cuts_the_training_set_only(tmp_path):
         assert len(DATASETS.build(cfg[loader].dataset)) == 12
 
 
+@pytest.mark.parametrize('size,low,high', [('small', 67, 128),
+                                           ('tiny', 33, 64)])
+def test_random_shapes_and_pipeline_variables_are_scaled(toy_cfg, size, low,
+                                                        high):
+    """BatchSyncRandomResize's 320-608 keeps its proportion of the toy
+    size; the top-level train_pipeline is resized as the loader's."""
+    cfg = toy_cfg('yolov3_random_shapes.py', size=size)
+    augment, = cfg.model.data_preprocessor.batch_augments
+    assert tuple(augment.random_size_range) == (low, high)
+    resizes = [[t.scale for t in pipeline if t.type.endswith('Resize')]
+               for pipeline in (cfg.train_pipeline,
+                                cfg.train_dataloader.dataset.pipeline)]
+    assert resizes[0] == resizes[1] == [(high, high)]
+
+
+def test_random_shapes_stay_at_least_32(toy_data_root):
+    cfg = Config.fromfile(f'{CONFIGS}/yolov3_random_shapes.py')
+    cfg.model.data_preprocessor.batch_augments[0].random_size_range = (160,
+                                                                       608)
+    apply_toy(cfg, 'tiny', toy_data_root)  # 160 * 64 // 608 = 16
+    augment, = cfg.model.data_preprocessor.batch_augments
+    assert tuple(augment.random_size_range) == (32, 64)
+
+
+def test_adam_gets_the_adam_lr_and_a_whole_schedule_switch_stays_whole(
+        toy_data_root):
+    cfg = Config.fromfile(f'{CONFIGS}/yolov3_mixup.py')
+    cfg.optim_wrapper.optimizer = dict(type='AdamW', lr=0.1)
+    cfg.custom_hooks[0].num_last_epochs = cfg.train_cfg.max_epochs
+    apply_toy(cfg, 'small', toy_data_root)
+    assert cfg.optim_wrapper.optimizer.lr == 1e-3
+    assert cfg.custom_hooks[0].num_last_epochs == 20  # mixup never runs
+
+
 @pytest.mark.parametrize('config,size,last', [
     ('yolov3_mixup.py', 'small', 1),  # 20 of 273 epochs -> 1 of 20
     ('faster_rcnn_mixup.py', 'small', 2),  # 1 of 12 -> 2 of 20
