@@ -2,6 +2,8 @@
 bit without weights; with them, the positive RoIs' CE and box terms are
 scaled by their object's weight. Also the whole Faster R-CNN with the
 weighted RPN and RoI heads against mmdet's."""
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -189,9 +191,14 @@ def test_bbox_head_targets_weight_only_weighted_images(concat):
         results, head.train_cfg, concat=False)
     results[0].pos_gt_weights = torch.tensor([0.3, 0.8])[
         results[0].pos_assigned_gt_inds]
+    # one result that did not pass through a weighted RoI head is enough
+    with pytest.warns(UserWarning, match='does not pass per-object weights'):
+        head.bbox_head.get_targets(results, head.train_cfg)
     results[1].pos_gt_weights = None  # as WeightedStandardRoIHead sets it
-    weighted = head.bbox_head.get_targets(results, head.train_cfg,
-                                          concat=concat)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        weighted = head.bbox_head.get_targets(results, head.train_cfg,
+                                              concat=concat)
     if concat:  # back to per-image lists
         weighted = [t.split([len(r.priors) for r in results])
                     for t in weighted]
