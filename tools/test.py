@@ -6,13 +6,10 @@ Example:
 import argparse
 import sys
 
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
-
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet_freebies.utils.cli import (UserInputError, add_common_args,
                                       check_checkpoint, check_data,
-                                      load_config)
+                                      load_config, runner_from_cfg)
 
 
 def parse_args(argv=None):
@@ -51,8 +48,7 @@ def main(argv=None):
             cfg.test_evaluator, dict) else list(cfg.test_evaluator)
         cfg.test_evaluator.append(
             dict(type='DumpDetResults', out_file_path=args.out))
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else \
-        Runner.from_cfg(cfg)
+    runner = runner_from_cfg(cfg)
     runner.test()
 
 

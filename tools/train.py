@@ -13,12 +13,11 @@ import sys
 import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 from mmdet_freebies.utils.cli import (UserInputError, add_common_args,
                                       check_checkpoint, check_data,
-                                      check_pretrained, load_config)
+                                      check_pretrained, load_config,
+                                      runner_from_cfg)
 
 
 def parse_args(argv=None):
@@ -77,8 +76,7 @@ def build_runner(args):
         cfg.load_from = args.resume
     check_data(cfg)
     check_pretrained(cfg)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else \
-        Runner.from_cfg(cfg)
+    runner = runner_from_cfg(cfg)
     if args.val_metrics:
         runner.register_hook(ValMetricsWriter(args.val_metrics))
     return runner

@@ -11,6 +11,8 @@ from typing import List, Optional
 
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
 from .toy import (TOY_DATA_ROOT, TOY_SIZES, apply_toy, check_toy_size,
                   find_datasets)
@@ -84,6 +86,15 @@ def load_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def runner_from_cfg(cfg: Config) -> Runner:
+    """The runner of ``cfg``: its ``runner_type`` from the ``RUNNERS``
+    registry if it names one, else mmengine's ``Runner`` (as mmdet's tools
+    build it)."""
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
 
 
 def setup_cpu_distributed(cfg: Config, launcher: str = 'pytorch') -> None:

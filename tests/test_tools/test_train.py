@@ -12,6 +12,8 @@ import types
 
 import pytest
 import torch
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
 from mmdet_freebies.utils.ablation import read_scalars
 
@@ -341,22 +343,28 @@ def test_flagship_configs_train_end_to_end(config, tmp_path, toy_data_root):
         for k, v in r.items() if k.startswith('loss'))
 
 
-def test_checkpoint_urls_are_left_to_mmengine(toy_data_root, monkeypatch):
-    """A model-zoo URL is not a local file: test.py and train.py --resume
-    pass it on to the runner instead of refusing it."""
+def _test_tool():
+    """tools/test.py as a module (``import test`` is Python's own
+    package)."""
     import importlib.util
-    url = 'https://download.openmmlab.com/mmdetection/v2.0/x.pth'
-    common = ['--toy', 'tiny', '--toy-data', toy_data_root]
-    config = f'{CONFIGS}/retinanet_fl.py'
     spec = importlib.util.spec_from_file_location('test_tool', TEST)
     test_tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(test_tool)
+    return test_tool
+
+
+def test_checkpoint_urls_are_left_to_mmengine(toy_data_root, monkeypatch):
+    """A model-zoo URL is not a local file: test.py and train.py --resume
+    pass it on to the runner instead of refusing it."""
+    url = 'https://download.openmmlab.com/mmdetection/v2.0/x.pth'
+    common = ['--toy', 'tiny', '--toy-data', toy_data_root]
+    config = f'{CONFIGS}/retinanet_fl.py'
     seen = []
-    monkeypatch.setattr(test_tool.Runner, 'from_cfg', lambda cfg: seen.append(
+    monkeypatch.setattr(Runner, 'from_cfg', lambda cfg: seen.append(
         cfg.load_from) or types.SimpleNamespace(test=lambda: None))
-    test_tool.main([config, url] + common)
+    _test_tool().main([config, url] + common)
     train_tool = import_tool('train')
-    monkeypatch.setattr(train_tool.Runner, 'from_cfg',
+    monkeypatch.setattr(Runner, 'from_cfg',
                         lambda cfg: seen.append((cfg.resume, cfg.load_from)))
     train_tool.build_runner(train_tool.parse_args([config, '--resume', url]
                                                   + common))
@@ -366,20 +374,15 @@ def test_checkpoint_urls_are_left_to_mmengine(toy_data_root, monkeypatch):
 def test_a_custom_runner_type_is_built_by_both_tools(toy_data_root,
                                                      monkeypatch, tmp_path):
     """As mmdet's tools do: a config's runner_type goes through RUNNERS."""
-    import importlib.util
     common = ['--toy', 'tiny', '--toy-data', toy_data_root, '--cfg-options',
               'runner_type=MyRunner']
     config = f'{CONFIGS}/retinanet_fl.py'
     checkpoint = tmp_path / 'x.pth'
     checkpoint.write_bytes(b'')
-    spec = importlib.util.spec_from_file_location('test_tool', TEST)
-    test_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(test_tool)
     train_tool = import_tool('train')
     built = []
-    for tool in (test_tool, train_tool):
-        monkeypatch.setattr(tool.RUNNERS, 'build', lambda cfg: built.append(
-            cfg.runner_type) or types.SimpleNamespace(test=lambda: None))
-    test_tool.main([config, str(checkpoint)] + common)
+    monkeypatch.setattr(RUNNERS, 'build', lambda cfg: built.append(
+        cfg.runner_type) or types.SimpleNamespace(test=lambda: None))
+    _test_tool().main([config, str(checkpoint)] + common)
     train_tool.build_runner(train_tool.parse_args([config] + common))
     assert built == ['MyRunner', 'MyRunner']
