@@ -40,6 +40,12 @@ def heads_ignoring_weights(model: nn.Module) -> List[str]:
                    for kind, ok in weighted.items())]
 
 
+def _child_datasets(dataset) -> list:
+    """The datasets a wrapper holds (``dataset``, ``datasets``)."""
+    return [d for d in [getattr(dataset, 'dataset', None)] +
+            list(getattr(dataset, 'datasets', None) or []) if d is not None]
+
+
 def pipeline_transforms(dataset) -> Iterator:
     """Every transform in the pipelines of ``dataset``, through dataset
     wrappers (``dataset``, ``datasets``) and wrapping transforms
@@ -52,10 +58,8 @@ def pipeline_transforms(dataset) -> Iterator:
         yield transform
         inner = getattr(transform, 'transforms', None)
         stack.extend(getattr(inner, 'transforms', inner) or [])
-    for child in ([getattr(dataset, 'dataset', None)] +
-                  list(getattr(dataset, 'datasets', None) or [])):
-        if child is not None:
-            yield from pipeline_transforms(child)
+    for child in _child_datasets(dataset):
+        yield from pipeline_transforms(child)
 
 
 @HOOKS.register_module()
@@ -177,10 +181,8 @@ class MixupSwitchHook(Hook):
         pipeline = getattr(dataset, 'pipeline', None)
         if pipeline is not None and hasattr(pipeline, 'transforms'):
             found += self._remove_from(pipeline, dry_run)
-        for child in ([getattr(dataset, 'dataset', None)] +
-                      list(getattr(dataset, 'datasets', None) or [])):
-            if child is not None:
-                found += self.switch_off(child, dry_run)
+        for child in _child_datasets(dataset):
+            found += self.switch_off(child, dry_run)
         return found
 
     def _remove_from(self, compose, dry_run: bool) -> int:
