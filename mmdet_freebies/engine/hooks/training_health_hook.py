@@ -320,8 +320,8 @@ class TrainingHealthHook(Hook):
         self._fg_max: Deque[Tuple[int, float]] = deque()
         self._ratios: Dict[str, Deque[Tuple[int, float]]] = {}
         self._reported = set()
-        self._stop_message: Optional[str] = None
-        self._stop_pattern: Optional[str] = None
+        # this iteration's first detection, when action='stop'
+        self._stop: Optional[dict] = None
 
     def after_train(self, runner) -> None:
         for handle in self._handles:
@@ -525,9 +525,8 @@ class TrainingHealthHook(Hook):
         # writes no file there): a pattern only that rank sees would vanish
         runner.logger.log(
             logging.WARNING if get_rank() == 0 else logging.ERROR, message)
-        if self.action == 'stop' and self._stop_message is None:
-            self._stop_message = message
-            self._stop_pattern = pattern
+        if self.action == 'stop' and self._stop is None:
+            self._stop = self.detections[-1]
 
     def _stop_together(self, runner, it: int) -> None:
         """With ``action='stop'``: stop if this rank or any other detected a
@@ -535,10 +534,11 @@ class TrainingHealthHook(Hook):
         DDP they agree first (one all-reduce), then all save and raise
         together; a rank that stopped alone would leave the others waiting
         in their next gradient all-reduce."""
-        message, self._stop_message = self._stop_message, None
+        stop, self._stop = self._stop, None
+        message = stop['message'] if stop else None
         if get_world_size() > 1:
             found = torch.tensor([
-                float(message is not None and self._stop_pattern == p)
+                float(stop is not None and stop['pattern'] == p)
                 for p in PATTERNS
             ])
             all_reduce(found, op='max')
