@@ -192,20 +192,26 @@ def test_neg_pos_ub_counts_one_positive_when_there_is_none():
     _check_counts(sampling, 0, 2)
 
 
-def test_instance_balanced_positives_match_reference():
-    """Trimming case (4 gts, 5 per gt > 16 wanted): the mean number of
-    positives per gt over many draws matches InstanceBalancedPosSampler."""
-    case = Case.make([30, 14, 5, 3], _neg_ious()[:100])
+def _positives_per_gt(case, **cfg):
+    """Mean positives per gt over DRAWS seeded draws, ours (instance
+    balanced) and mmdet's InstanceBalancedPosSampler."""
     means = []
-    for sampler in (_ours(num=32, pos_fraction=0.5,
-                          instance_balanced_pos=True),
-                    _reference(num=32, pos_fraction=0.5)):
-        counts = torch.zeros(4)
+    for sampler in (_ours(instance_balanced_pos=True, **cfg),
+                    _reference(**cfg)):
+        counts = torch.zeros(case.num_gts)
         for seed in range(DRAWS):
             sampling, _ = case.draw(sampler, seed)
             counts += torch.bincount(sampling.pos_assigned_gt_inds,
-                                     minlength=4)
+                                     minlength=case.num_gts)
         means.append(counts / DRAWS)
+    return means
+
+
+def test_instance_balanced_positives_match_reference():
+    """Trimming case (4 gts, 5 per gt > 16 wanted): the mean number of
+    positives per gt over many draws matches InstanceBalancedPosSampler."""
+    means = _positives_per_gt(Case.make([30, 14, 5, 3], _neg_ious()[:100]),
+                              num=32, pos_fraction=0.5)
     # round(16 / 4) + 1 = 5 per gt, 19 in all, 16 kept at random
     torch.testing.assert_close(means[0], means[1], atol=0.2, rtol=0)
     torch.testing.assert_close(means[0], torch.tensor([5., 5., 5., 4.]) *
@@ -216,18 +222,9 @@ def test_per_gt_quota_counts_only_gts_with_positives():
     """Gts without positives (add_gt_as_proposals=False) do not share the
     quota: round(16 / 3) + 1 = 6 per gt among the 3 with positives, as
     mmdet's InstanceBalancedPosSampler counts them."""
-    case = Case.make([30, 14, 10, 0, 0, 0], _neg_ious()[:100])
-    means = []
-    for sampler in (_ours(num=32, pos_fraction=0.5, add_gt_as_proposals=False,
-                          instance_balanced_pos=True),
-                    _reference(num=32, pos_fraction=0.5,
-                               add_gt_as_proposals=False)):
-        counts = torch.zeros(6)
-        for seed in range(DRAWS):
-            sampling, _ = case.draw(sampler, seed)
-            counts += torch.bincount(sampling.pos_assigned_gt_inds,
-                                     minlength=6)
-        means.append(counts / DRAWS)
+    means = _positives_per_gt(
+        Case.make([30, 14, 10, 0, 0, 0], _neg_ious()[:100]), num=32,
+        pos_fraction=0.5, add_gt_as_proposals=False)
     torch.testing.assert_close(means[0], means[1], atol=0.3, rtol=0)
     assert means[0][3:].sum() == 0
 
