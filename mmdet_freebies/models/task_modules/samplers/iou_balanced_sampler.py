@@ -10,7 +10,9 @@ CVPR 2019, Sec. 3.1, Eq. (1)-(2). The sampling semantics are those of mmdet's
   instance) are taken by a running count, and a shortfall or surplus is
   settled by the top-k of random keys per tier ("taken / eligible / rest").
   The only host synchronisation is the ``nonzero`` that gathers the
-  candidates, whose number sets the output size;
+  candidates, whose number sets the output size. The small constants (the
+  one-hot's rows, the bins' fractions, the per-gt quotas as a table) are
+  made once per device, not per image;
 * ``floor_thr`` is never mutated (mmdet's sets it from -1 to 0 on its first
   call, which changes the bins of all later calls);
 * the positive top-up cannot return duplicates (mmdet's takes a set
@@ -33,17 +35,16 @@ from mmengine.structures import InstanceData
 from ....utils.checks import is_int, is_real
 
 
-def _ranks(groups: Tensor, num_groups: int) -> Tensor:
+def _ranks(groups: Tensor, rows: Tensor) -> Tensor:
     """Rank (from 1) of each element within its group, counted in the order
-    given; ``groups`` in ``[0, num_groups)``. In a random order, the elements
-    of rank <= k are a uniform random draw of k from their group.
+    given; ``groups`` in ``[0, len(rows))``, ``rows`` the column
+    ``arange(len(rows))``. In a random order, the elements of rank <= k are a
+    uniform random draw of k from their group.
 
     A running count of the one-hot membership, not a sort: sorting a few
     thousand random keys costs several times this on a CPU.
     """
-    onehot = groups == torch.arange(
-        num_groups, device=groups.device).view(-1, 1)
-    return onehot.cumsum(1).gather(0, groups.view(1, -1)).view(-1)
+    return (groups == rows).cumsum(1).gather(0, groups.view(1, -1)).view(-1)
 
 
 def _first_by_tier(tiers: Tensor, num: int) -> Tensor:
@@ -137,6 +138,41 @@ class IoUBalancedSampler(BaseSampler):
         self.floor_fraction = floor_fraction
         self.num_bins = num_bins
         self.instance_balanced_pos = instance_balanced_pos
+        self._constants = {}
+
+    def _constant(self, key, device: torch.device, make) -> Tensor:
+        """``make(device)``, made once per device: an ``arange`` per image
+        is one more kernel on the hot path. Made on the device, not
+        copied there, because a copy from the host waits for the device."""
+        value = self._constants.get((key, device))
+        if value is None:
+            value = self._constants[(key, device)] = make(device)
+        return value
+
+    def _rows(self, num: int, device: torch.device) -> Tensor:
+        """The column ``arange(num)`` that :func:`_ranks` compares with, one
+        per ``num`` (slicing a longer one costs about as much as making
+        it)."""
+        return self._constant(
+            ('rows', num), device,
+            lambda dev: torch.arange(num, device=dev).view(-1, 1))
+
+    def _per_gt(self, num_expected: int, num_gts: int,
+                device: torch.device) -> Tensor:
+        """At index n = 1..num_gts, ``round(num_expected / n) + 1``: the
+        positives kept per gt when n gts have any, as mmdet's
+        ``InstanceBalancedPosSampler`` computes it (float64 division, round
+        half to even, as Python's ``round``). A table, so that the lookup is
+        one ``take`` and no host synchronisation."""
+        key = (('per_gt', num_expected), device)
+        table = self._constants.get(key)
+        if table is None or len(table) <= num_gts:  # more gts than before
+            n = torch.arange(
+                num_gts + 1, dtype=torch.float64, device=device).clamp_(min=1)
+            # a true division: num_expected / n multiplies by 1 / n
+            table = torch.full_like(n, num_expected).div_(n).round_().add_(1)
+            table = self._constants[key] = table.long()
+        return table
 
     def sample(self, assign_result: AssignResult, pred_instances: InstanceData,
                gt_instances: InstanceData, **kwargs) -> SamplingResult:
@@ -202,13 +238,15 @@ class IoUBalancedSampler(BaseSampler):
         # in a random order, the first round(num_expected / instances) + 1
         # of each gt are a random draw of that many
         pos_inds = pos_inds.index_select(0, order)
-        ranks = _ranks(
-            gt_inds.index_select(0, pos_inds).sub_(1), assign_result.num_gts)
-        num_instances = (ranks == 1).sum()
-        # float64 division and round-half-even: Python's round(E / n)
-        per_gt = torch.full((), num_expected, dtype=torch.float64,
-                            device=gt_inds.device).div_(num_instances)
-        over = ranks > per_gt.round_().add_(1)
+        pos_gts = gt_inds.index_select(0, pos_inds)
+        # rows 0..num_gts, row 0 (no gt) empty: gt_inds index them as they are
+        counts = (pos_gts == self._rows(assign_result.num_gts + 1,
+                                        gt_inds.device)).cumsum(1)
+        ranks = counts.gather(0, pos_gts.view(1, -1)).view(-1)
+        per_gt = self._per_gt(num_expected, assign_result.num_gts,
+                              gt_inds.device).take(
+                                  counts.select(1, -1).count_nonzero())
+        over = ranks > per_gt
         # trim to num_expected at random, or top up from the rest at random
         return pos_inds.index_select(0, _first_by_tier(over, num_expected))
 
@@ -226,8 +264,10 @@ class IoUBalancedSampler(BaseSampler):
         # bins split [low, max IoU] evenly, the maximum over all proposals as
         # in mmdet, closed at the top so that the maximum is in the last bin
         low = max(self.floor_thr, 0)
-        fractions = torch.arange(
-            1, self.num_bins, device=iou.device) / self.num_bins
+        fractions = self._constant(
+            'fractions', iou.device,
+            lambda dev: torch.arange(1, self.num_bins, device=dev) /
+            self.num_bins)
         # (no sub/add when low is 0: two kernel launches on a hot path)
         edges = fractions * (iou.max() - low) + low if low else \
             fractions * iou.max()
@@ -237,7 +277,7 @@ class IoUBalancedSampler(BaseSampler):
         if self.floor_thr < 0:  # every negative is balanced
             # 1. up to `quota` from each bin: the first in the random order;
             # 2. the shortfall at random from the rest
-            over = _ranks(bins, self.num_bins) > quota
+            over = _ranks(bins, self._rows(self.num_bins, iou.device)) > quota
             return neg_inds.index_select(0, _first_by_tier(over, num_expected))
         if self.floor_thr > 0:
             floor = (neg_iou >= 0) & (neg_iou < self.floor_thr)
@@ -247,7 +287,7 @@ class IoUBalancedSampler(BaseSampler):
             balanced = neg_iou > 0
         # 1. up to `quota` from each bin, as above (bin num_bins: the rest)
         over = _ranks(bins.masked_fill_(~balanced, self.num_bins),
-                      self.num_bins + 1) > quota
+                      self._rows(self.num_bins + 1, iou.device)) > quota
         if num_balanced == num_expected:
             # 2. the shortfall at random from the balanced rest, then from
             # negatives under floor_thr, then from any negative

@@ -420,6 +420,39 @@ def test_per_gt_quota_rounds_like_python():
     assert most == 7
 
 
+def test_per_gt_table_is_pythons_round():
+    """The per-gt quotas come from a table made with tensor ops; each entry
+    is Python's round(E / n) + 1. (E / n written as ``E / tensor`` is
+    E * (1 / n), which gives round(147 / 98) = 2 instead of 1.)"""
+    sampler = _ours(num=8, pos_fraction=0.5, instance_balanced_pos=True)
+    for wanted in range(700):
+        table = sampler._per_gt(wanted, 300, torch.device('cpu'))
+        assert table[1:].tolist() == [
+            round(wanted / n) + 1 for n in range(1, 301)], wanted
+
+
+def test_per_gt_quota_is_right_whatever_came_before():
+    """The sampler keeps the quota table between images, one per number
+    wanted, and makes it longer for an image with more gts than before."""
+    three = Case.make([30, 11, 5], _neg_ious()[:10]).assign_result
+    many = Case.make([10] * 14, _neg_ious()[:10]).assign_result
+    sampler = _ours(num=8, pos_fraction=0.5, instance_balanced_pos=True)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        # round(32 / 3) + 1 = 12 per gt: 12 + 11 + 5, and 4 more from gt 1
+        assert torch.bincount(three().gt_inds[sampler._sample_pos(
+            three(), 32)]).tolist() == [0, 16, 11, 5]
+        # round(91 / 14) + 1 = 7 per gt: 98, trimmed at random to 91
+        per_gt = torch.bincount(many().gt_inds[sampler._sample_pos(
+            many(), 91)])
+        assert per_gt.sum() == 91 and per_gt.max() == 7
+        # round(32 / 14) + 1 = 3 per gt: 42, trimmed to 32 (the table for
+        # 32 wanted grows from 4 entries to 15)
+        per_gt = torch.bincount(many().gt_inds[sampler._sample_pos(
+            many(), 32)])
+        assert per_gt.sum() == 32 and per_gt.max() == 3
+
+
 @pytest.mark.parametrize('cfg,pos_per_gt,boxes', [
     (dict(instance_balanced_pos=True), [30, 8, 2], False),
     (dict(instance_balanced_pos=True), [30, 8, 2], True),  # box types
