@@ -161,17 +161,19 @@ class IoUBalancedSampler(BaseSampler):
                 device: torch.device) -> Tensor:
         """At index n = 1..num_gts, ``round(num_expected / n) + 1``: the
         positives kept per gt when n gts have any, as mmdet's
-        ``InstanceBalancedPosSampler`` computes it (float64 division, round
-        half to even, as Python's ``round``). A table, so that the lookup is
-        one ``take`` and no host synchronisation."""
+        ``InstanceBalancedPosSampler`` computes it. A table, so that the
+        lookup is one ``take`` and no host synchronisation."""
         key = (('per_gt', num_expected), device)
         table = self._constants.get(key)
         if table is None or len(table) <= num_gts:  # more gts than before
-            n = torch.arange(
-                num_gts + 1, dtype=torch.float64, device=device).clamp_(min=1)
-            # a true division: num_expected / n multiplies by 1 / n
-            table = torch.full_like(n, num_expected).div_(n).round_().add_(1)
-            table = self._constants[key] = table.long()
+            n = torch.arange(num_gts + 1, device=device).clamp_(min=1)
+            expected = torch.full_like(n, num_expected)
+            quotient = expected.div(n, rounding_mode='floor')
+            twice_rest = expected.remainder(n).mul_(2)
+            # Python's round: half to even, here in integers (exact, and
+            # no float64, which MPS lacks)
+            up = (twice_rest > n) | ((twice_rest == n) & (quotient % 2 == 1))
+            table = self._constants[key] = quotient + up + 1
         return table
 
     def sample(self, assign_result: AssignResult, pred_instances: InstanceData,

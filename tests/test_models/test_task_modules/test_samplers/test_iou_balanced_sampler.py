@@ -421,9 +421,8 @@ def test_per_gt_quota_rounds_like_python():
 
 
 def test_per_gt_table_is_pythons_round():
-    """The per-gt quotas come from a table made with tensor ops; each entry
-    is Python's round(E / n) + 1. (E / n written as ``E / tensor`` is
-    E * (1 / n), which gives round(147 / 98) = 2 instead of 1.)"""
+    """The per-gt quotas come from a table made with integer tensor ops;
+    each entry is Python's round(E / n) + 1, halves to even."""
     sampler = _ours(num=8, pos_fraction=0.5, instance_balanced_pos=True)
     for wanted in range(700):
         table = sampler._per_gt(wanted, 300, torch.device('cpu'))
