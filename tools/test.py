@@ -5,6 +5,10 @@ Example:
 """
 import argparse
 import sys
+import warnings
+from copy import deepcopy
+
+from mmengine.config import ConfigDict
 
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet_freebies.utils.cli import (UserInputError, add_common_args,
@@ -25,8 +29,51 @@ def parse_args(argv=None):
         'the timestamped folder of the work dir, as in mmdet')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help='test-time augmentation: the config\'s tta_model and '
+        'tta_pipeline, or mmdet\'s defaults (horizontal flip, NMS at 0.5)')
     add_common_args(parser)
     return parser.parse_args(argv)
+
+
+def apply_tta(cfg):
+    """Wrap the model in the config's ``tta_model`` and test on its
+    ``tta_pipeline``, as mmdet's ``tools/test.py --tta`` does, with the same
+    defaults (and warnings) where the config has none."""
+    if 'tta_model' not in cfg:
+        warnings.warn('Cannot find ``tta_model`` in config, '
+                      'we will set it as default.')
+        cfg.tta_model = dict(
+            type='DetTTAModel',
+            tta_cfg=dict(
+                nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+    test_data_cfg = cfg.test_dataloader.dataset
+    while 'dataset' in test_data_cfg:  # the wrapped dataset's pipeline
+        test_data_cfg = test_data_cfg['dataset']
+    if 'tta_pipeline' not in cfg:
+        warnings.warn('Cannot find ``tta_pipeline`` in config, '
+                      'we will set it as default.')
+        cfg.tta_pipeline = deepcopy(test_data_cfg.pipeline)
+        cfg.tta_pipeline[-1] = dict(
+            type='TestTimeAug',
+            transforms=[
+                [
+                    dict(type='RandomFlip', prob=1.),
+                    dict(type='RandomFlip', prob=0.)
+                ],
+                [
+                    dict(
+                        type='PackDetInputs',
+                        meta_keys=('img_id', 'img_path', 'ori_shape',
+                                   'img_shape', 'scale_factor', 'flip',
+                                   'flip_direction'))
+                ],
+            ])
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    test_data_cfg.pipeline = cfg.tta_pipeline
+    return cfg
 
 
 def main(argv=None):
@@ -43,6 +90,8 @@ def main(argv=None):
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
+    if args.tta:
+        cfg = apply_tta(cfg)
     if args.out:
         cfg.test_evaluator = [cfg.test_evaluator] if isinstance(
             cfg.test_evaluator, dict) else list(cfg.test_evaluator)

@@ -9,6 +9,7 @@ import pickle
 import subprocess
 import sys
 import types
+import warnings
 
 import pytest
 import torch
@@ -16,12 +17,14 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmdet_freebies.utils.ablation import read_scalars
+from mmdet_freebies.utils.toy import TOY_SIZES
 
 from helpers import CONFIGS, REPO, free_port, import_tool
 
 TRAIN = osp.join(REPO, 'tools', 'train.py')
 TEST = osp.join(REPO, 'tools', 'test.py')
 BIN = osp.dirname(sys.executable)
+TINY = TOY_SIZES['tiny']['img_size']
 
 
 def _run(cmd, env=None, timeout=600):
@@ -80,6 +83,17 @@ def test_train_toy_end_to_end(tmp_path, toy_data_root):
     proc = _run(test_cmd + ['--out', str(tmp_path / 'preds.json')])
     assert proc.returncode != 0 and 'Traceback' not in proc.stderr
     assert 'must be a .pkl or .pickle file' in proc.stderr
+    # --tta: mmdet's default flip TTA runs, evaluates and merges the flips
+    tta_out = str(tmp_path / 'tta.pkl')
+    proc = _run(test_cmd + ['--tta', '--out', tta_out])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
+    with open(out, 'rb') as f, open(tta_out, 'rb') as g:
+        plain, tta = pickle.load(f), pickle.load(g)
+    assert len(tta) == 8 and any(
+        not torch.equal(a['pred_instances']['bboxes'],
+                        b['pred_instances']['bboxes'])
+        for a, b in zip(plain, tta))
 
 
 @pytest.mark.slow
@@ -369,6 +383,56 @@ def test_checkpoint_urls_are_left_to_mmengine(toy_data_root, monkeypatch):
     train_tool.build_runner(train_tool.parse_args([config, '--resume', url]
                                                   + common))
     assert seen == [url, (True, url)]
+
+
+def _tta_cfg(config, monkeypatch, toy_data_root, tmp_path):
+    """The config tools/test.py --tta hands the runner, and its warnings."""
+    checkpoint = tmp_path / 'x.pth'
+    checkpoint.write_bytes(b'')
+    seen = []
+    monkeypatch.setattr(Runner, 'from_cfg', lambda cfg: seen.append(
+        cfg) or types.SimpleNamespace(test=lambda: None))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        _test_tool().main([f'{CONFIGS}/{config}', str(checkpoint), '--tta',
+                           '--toy', 'tiny', '--toy-data', toy_data_root])
+    return seen[0], [str(w.message) for w in caught]
+
+
+def test_tta_defaults_are_mmdets_and_warn(monkeypatch, toy_data_root,
+                                          tmp_path):
+    """Without tta_model and tta_pipeline in the config, --tta uses mmdet's
+    defaults (flip, NMS at 0.5), says so, and wraps the config's own model
+    and test pipeline."""
+    cfg, caught = _tta_cfg('fcos_fl.py', monkeypatch, toy_data_root,
+                           tmp_path)
+    assert sum('Cannot find ``tta_model``' in m for m in caught) == 1
+    assert sum('Cannot find ``tta_pipeline``' in m for m in caught) == 1
+    assert cfg.model.type == 'DetTTAModel'
+    assert cfg.model.tta_cfg.nms.iou_threshold == 0.5
+    assert cfg.model.module.type == 'FCOS'
+    pipeline = cfg.test_dataloader.dataset.pipeline
+    assert pipeline[-1].type == 'TestTimeAug'
+    assert [(t.type, t.prob) for t in pipeline[-1].transforms[0]] == [
+        ('RandomFlip', 1.0), ('RandomFlip', 0.0)]
+    # the toy test pipeline before the packer is kept (toy image size)
+    assert pipeline[1].type == 'Resize' and pipeline[1].scale == (TINY, ) * 2
+
+
+def test_tta_of_the_config_is_used_at_the_toy_size(monkeypatch,
+                                                   toy_data_root, tmp_path):
+    """mmdet's RetinaNet configs bring a multi-scale tta_pipeline; --toy
+    scales it down like every other pipeline, and nothing warns."""
+    cfg, caught = _tta_cfg('retinanet_fl.py', monkeypatch, toy_data_root,
+                           tmp_path)
+    assert not any('Cannot find' in m for m in caught)
+    assert cfg.model.type == 'DetTTAModel'
+    assert cfg.model.module.type == 'RetinaNet'
+    pipeline = cfg.test_dataloader.dataset.pipeline
+    assert pipeline == cfg.tta_pipeline
+    resizes = pipeline[-1].transforms[0]
+    assert len(resizes) == 3 and all(
+        t.type == 'Resize' and t.scale == (TINY, ) * 2 for t in resizes)
 
 
 def test_a_custom_runner_type_is_built_by_both_tools(toy_data_root,
