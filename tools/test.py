@@ -38,41 +38,42 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+# mmdet's defaults for configs without TTA settings (its tools/test.py)
+DEFAULT_TTA_MODEL = dict(
+    type='DetTTAModel',
+    tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+FLIP_TTA = dict(
+    type='TestTimeAug',
+    transforms=[[dict(type='RandomFlip', prob=1.),
+                 dict(type='RandomFlip', prob=0.)],
+                [dict(type='PackDetInputs',
+                      meta_keys=('img_id', 'img_path', 'ori_shape',
+                                 'img_shape', 'scale_factor', 'flip',
+                                 'flip_direction'))]])
+
+
 def apply_tta(cfg):
-    """Wrap the model in the config's ``tta_model`` and test on its
-    ``tta_pipeline``, as mmdet's ``tools/test.py --tta`` does, with the same
-    defaults (and warnings) where the config has none."""
+    """Test-time augmentation as mmdet's ``tools/test.py --tta``: the model
+    wrapped in ``tta_model`` and tested on ``tta_pipeline``. A config
+    without them gets mmdet's defaults, with a warning: a horizontal flip
+    (the test pipeline's packer replaced by ``TestTimeAug``) merged by NMS
+    at IoU 0.5."""
+    test_set = cfg.test_dataloader.dataset
+    while 'dataset' in test_set:  # a wrapper: the pipeline is inside
+        test_set = test_set.dataset
     if 'tta_model' not in cfg:
-        warnings.warn('Cannot find ``tta_model`` in config, '
-                      'we will set it as default.')
-        cfg.tta_model = dict(
-            type='DetTTAModel',
-            tta_cfg=dict(
-                nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
-    test_data_cfg = cfg.test_dataloader.dataset
-    while 'dataset' in test_data_cfg:  # the wrapped dataset's pipeline
-        test_data_cfg = test_data_cfg['dataset']
+        warnings.warn('--tta: the config has no tta_model; using mmdet\'s '
+                      f'default {DEFAULT_TTA_MODEL}')
+        cfg.tta_model = deepcopy(DEFAULT_TTA_MODEL)
     if 'tta_pipeline' not in cfg:
-        warnings.warn('Cannot find ``tta_pipeline`` in config, '
-                      'we will set it as default.')
-        cfg.tta_pipeline = deepcopy(test_data_cfg.pipeline)
-        cfg.tta_pipeline[-1] = dict(
-            type='TestTimeAug',
-            transforms=[
-                [
-                    dict(type='RandomFlip', prob=1.),
-                    dict(type='RandomFlip', prob=0.)
-                ],
-                [
-                    dict(
-                        type='PackDetInputs',
-                        meta_keys=('img_id', 'img_path', 'ori_shape',
-                                   'img_shape', 'scale_factor', 'flip',
-                                   'flip_direction'))
-                ],
-            ])
+        warnings.warn('--tta: the config has no tta_pipeline; using its '
+                      'test pipeline with mmdet\'s default flip TestTimeAug '
+                      'in place of the last transform '
+                      f'({test_set.pipeline[-1].type})')
+        cfg.tta_pipeline = deepcopy(test_set.pipeline)[:-1] + [
+            deepcopy(FLIP_TTA)]
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
-    test_data_cfg.pipeline = cfg.tta_pipeline
+    test_set.pipeline = cfg.tta_pipeline
     return cfg
 
 
