@@ -83,7 +83,8 @@ def test_train_toy_end_to_end(tmp_path, toy_data_root):
     proc = _run(test_cmd + ['--out', str(tmp_path / 'preds.json')])
     assert proc.returncode != 0 and 'Traceback' not in proc.stderr
     assert 'must be a .pkl or .pickle file' in proc.stderr
-    # --tta: mmdet's default flip TTA runs, evaluates and merges the flips
+    # --tta: the config's TTA (mmdet's RetinaNet one: 3 scales, all at the
+    # toy size here, x 2 flips) runs, evaluates and merges its passes
     tta_out = str(tmp_path / 'tta.pkl')
     proc = _run(test_cmd + ['--tta', '--out', tta_out])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -421,20 +422,26 @@ def test_tta_defaults_are_mmdets_and_warn(monkeypatch, toy_data_root,
 
 
 @pytest.mark.slow
-def test_tta_defaults_run_end_to_end(toy_cfg, toy_data_root, tmp_path):
-    """mmdet's default flip TTA on FCOS: every image is predicted once from
-    the two flips merged, and COCO evaluation runs."""
+@pytest.mark.parametrize('config,defaults', [
+    ('fcos_fl.py', True),  # mmdet's default flip TTA
+    ('retinanet_ce_sf.py', False),  # the config's; OptimalBiasInit checks
+])
+def test_tta_runs_end_to_end(config, defaults, toy_cfg, toy_data_root,
+                             tmp_path):
+    """Every image is predicted once from its merged passes, and COCO
+    evaluation runs; the pack's hooks find the detector inside the TTA
+    model (OptimalBiasInit checks its head before any run)."""
     from mmdet.registry import MODELS
     checkpoint = str(tmp_path / 'init.pth')
     torch.save({'state_dict': MODELS.build(
-        toy_cfg('fcos_fl.py').model).state_dict()}, checkpoint)
+        toy_cfg(config).model).state_dict()}, checkpoint)
     out = str(tmp_path / 'tta.pkl')
-    proc = _run([sys.executable, TEST, f'{CONFIGS}/fcos_fl.py', checkpoint,
+    proc = _run([sys.executable, TEST, f'{CONFIGS}/{config}', checkpoint,
                  '--toy', 'tiny', '--toy-data', toy_data_root, '--tta',
                  '--out', out, '--work-dir', str(tmp_path / 'w'),
                  '--cfg-options', 'model.test_cfg.score_thr=0'])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert 'has no tta_pipeline' in proc.stderr
+    assert ('has no tta_pipeline' in proc.stderr) == defaults
     assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
     with open(out, 'rb') as f:
         results = pickle.load(f)

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from torch import nn
 
 from mmdet.models.dense_heads import (ATSSHead, FCOSHead, RetinaHead, RPNHead,
@@ -187,7 +187,10 @@ class OptimalBiasInit(Hook):
     @staticmethod
     def _model(runner) -> nn.Module:
         model = runner.model
-        return model.module if is_model_wrapper(model) else model
+        if is_model_wrapper(model):
+            model = model.module
+        # tools/test.py --tta tests the detector inside a DetTTAModel
+        return model.module if isinstance(model, BaseTTAModel) else model
 
     def before_run(self, runner) -> None:
         """Fail before any training work if the model is not supported."""
