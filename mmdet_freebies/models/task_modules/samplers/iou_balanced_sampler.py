@@ -267,7 +267,7 @@ class IoUBalancedSampler(BaseSampler):
         # in mmdet, closed at the top so that the maximum is in the last bin
         low = max(self.floor_thr, 0)
         fractions = self._constant(
-            'fractions', iou.device,
+            ('fractions', self.num_bins), iou.device,
             lambda dev: torch.arange(1, self.num_bins, device=dev) /
             self.num_bins)
         # (no sub/add when low is 0: two kernel launches on a hot path)

@@ -169,6 +169,18 @@ def test_floor_share_and_bin_quotas_are_exact():
                 128, 32, 32, 32, 32], sampler
 
 
+def test_cached_bin_fractions_follow_num_bins():
+    """The bins' fractions are made once per device and number of bins: a
+    sampler that drew with 2 bins and is then set to 4 takes 4 bins."""
+    case = _four_bin_case([40, 60, 100, 35])
+    sampler = _ours(num=256, pos_fraction=0.25, add_gt_as_proposals=False,
+                    floor_thr=0.05, floor_fraction=0.5, num_bins=2)
+    case.draw(sampler, 0)
+    sampler.num_bins = 4
+    assert _neg_counts(*case.draw(sampler, 1)).tolist() == [
+        128, 32, 32, 32, 32]
+
+
 def test_floor_share_and_bin_quotas_round_down():
     """257 wanted, floor_fraction=0.3: int(179.9) = 179 balanced, 179 // 4
     = 44 per bin and 78 under floor_thr. Three bins hold 45, so the 3 left
