@@ -26,12 +26,12 @@ import torch
 from mmengine.dist import all_reduce, get_world_size
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from torch import Tensor
 
 from mmdet.registry import HOOKS
 
 from ...utils.checks import is_int, is_real
+from .utils import unwrap_detector
 
 LossValue = Union[Tensor, List[Tensor]]
 GroupSpec = Union[str, dict]
@@ -429,8 +429,7 @@ class GuidedLossScaling(Hook):
 
     def attach(self, model: torch.nn.Module) -> None:
         """Scale the loss dict of ``model`` (a detector or its wrapper)."""
-        if is_model_wrapper(model):
-            model = model.module
+        model = unwrap_detector(model)
         self.detach()
         self._presets = (
             self.auto_presets(model) if self.groups == 'auto' else self.groups)

@@ -5,11 +5,11 @@ import math
 from typing import List, Optional, Sequence
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from mmdet.registry import HOOKS
 
 from ...utils.checks import is_real
+from .utils import unwrap_detector
 
 _POLICIES = ('linear', 'cosine', 'step')
 
@@ -120,8 +120,7 @@ class LossWeightScheduleHook(Hook):
 
     @staticmethod
     def _loss_module(runner, path: str):
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
+        model = unwrap_detector(runner.model)
         try:
             module = model.get_submodule(path)
         except AttributeError:

@@ -8,7 +8,6 @@ import warnings
 from typing import Iterator, List, Sequence
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmdet.datasets import MultiImageMixDataset
 from mmdet.datasets.transforms import PackDetInputs
 from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
@@ -22,6 +21,7 @@ from ...models.roi_heads.weighted_roi_head import (GTWeightedBBoxHeadMixin,
                                                    GTWeightedRoIHeadMixin)
 from ...models.utils import GTWeightedAnchorHeadMixin
 from ...utils.checks import is_int
+from .utils import unwrap_detector
 
 DEFAULT_MIXUP_TYPES = ('VisuallyCoherentMixup', 'VisuallyCoherentMixupCached')
 
@@ -30,8 +30,7 @@ def heads_ignoring_weights(model: nn.Module) -> List[str]:
     """The heads of ``model`` that would train every object at weight 1:
     mmdet's dense, RoI and bbox heads do not read ``gt_instances.weights``,
     only the pack's weighted heads (docs/weighted_loss.md) do."""
-    if is_model_wrapper(model):
-        model = model.module
+    model = unwrap_detector(model)
     weighted = {BaseDenseHead: (GTWeightedAnchorHeadMixin, WeightedYOLOV3Head),
                 BaseRoIHead: GTWeightedRoIHeadMixin,
                 BBoxHead: GTWeightedBBoxHeadMixin}

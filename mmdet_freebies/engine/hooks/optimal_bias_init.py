@@ -12,7 +12,6 @@ from typing import Dict, List, Optional
 import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
-from mmengine.model import BaseTTAModel, is_model_wrapper
 from torch import nn
 
 from mmdet.models.dense_heads import (ATSSHead, FCOSHead, RetinaHead, RPNHead,
@@ -23,6 +22,7 @@ from ...models.task_modules.prior_estimator import (PriorEstimate,
                                                     find_dense_head,
                                                     prior_to_bias)
 from ...utils.checks import is_int
+from .utils import unwrap_detector
 
 # Final classification conv of each supported head (PAAHead is an ATSSHead).
 # Most specific first: a subclass is matched by its nearest supported base.
@@ -184,17 +184,9 @@ class OptimalBiasInit(Hook):
         """Whether the prior is counted from the data (not a constant)."""
         return self.prior is None or self.roi_log_prior
 
-    @staticmethod
-    def _model(runner) -> nn.Module:
-        model = runner.model
-        if is_model_wrapper(model):
-            model = model.module
-        # tools/test.py --tta tests the detector inside a DetTTAModel
-        return model.module if isinstance(model, BaseTTAModel) else model
-
     def before_run(self, runner) -> None:
         """Fail before any training work if the model is not supported."""
-        model = self._model(runner)
+        model = unwrap_detector(runner.model)
         _, head = find_dense_head(model, self._counts)
         cls_layer_name(head)
         if self.roi_log_prior:
@@ -234,7 +226,7 @@ class OptimalBiasInit(Hook):
             runner.logger.info(f'OptimalBiasInit skipped: {reason}; set '
                                'force=True to re-initialise the bias')
             return
-        model = self._model(runner)
+        model = unwrap_detector(runner.model)
         head_name, head = find_dense_head(model, self._counts)
         estimate = None
         if self._counts:

@@ -9,13 +9,13 @@ from typing import Deque, Dict, List, Optional, Sequence, Tuple
 import torch
 from mmengine.dist import all_reduce, barrier, get_rank, get_world_size
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
 from torch import nn
 
 from mmdet.registry import HOOKS
 
 from ...utils.checks import is_int
+from .utils import unwrap_detector
 
 # Final classification layers of mmdet's heads, by attribute name.
 CLS_LAYER_NAMES = ('retina_cls', 'conv_cls', 'atss_cls', 'rpn_cls', 'fc_cls',
@@ -281,8 +281,7 @@ class TrainingHealthHook(Hook):
 
     # ----------------------------------------------------------- set-up
     def before_train(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
+        model = unwrap_detector(runner.model)
         self._layers = self._find_cls_layers(model)
         if not self._layers:
             runner.logger.warning(
