@@ -3,6 +3,7 @@ patterns, each with the remedy this pack ships."""
 import logging
 import math
 import statistics
+import warnings
 from collections import deque
 from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
@@ -10,11 +11,12 @@ import torch
 from mmengine.dist import all_reduce, barrier, get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper
+from mmengine.optim.scheduler.param_scheduler import INF
 from torch import nn
 
 from mmdet.registry import HOOKS
 
-from ...utils.checks import is_int
+from ...utils.checks import is_int, is_real
 from .utils import unwrap_detector
 
 # Final classification layers of mmdet's heads, by attribute name.
@@ -23,6 +25,9 @@ CLS_LAYER_NAMES = ('retina_cls', 'conv_cls', 'atss_cls', 'rpn_cls', 'fc_cls',
 # Loss terms by the word after ``loss_`` (and the RPN's ``loss_rpn_``).
 _CLS_TERMS = ('cls', 'conf')
 _REG_TERMS = ('bbox', 'xy', 'wh', 'iou', 'centerness', 'dfl')
+
+# LR schedulers read as the warm-up when warmup_iters is None
+WARMUP_SCHEDULERS = ('LinearLR', 'ConstantLR', 'QuadraticWarmupLR')
 
 PATTERNS = ('non_finite', 'divergence', 'stagnation', 'collapse',
             'regression_domination', 'classification_domination')
@@ -76,6 +81,19 @@ class TrainingFailureError(RuntimeError):
     """Raised by ``TrainingHealthHook(action='stop')`` on a detection."""
 
 
+def _head_and_term(key: str) -> Tuple[Optional[str], str]:
+    """``('rpn', 'cls')`` for ``loss_rpn_cls``, ``('s0', 'bbox')`` for
+    ``s0.loss_bbox``, ``('det', 'cls')`` for ``loss_cls``; ``(None, key)``
+    for a key that is no loss term."""
+    prefix, sep, term = key.rpartition('loss_')
+    if not sep:
+        return None, key
+    head = prefix.rstrip('.') or 'det'
+    if term.startswith('rpn_'):
+        head, term = 'rpn', term[4:]
+    return head, term
+
+
 def head_loss_ratios(log_vars: Dict[str, float]) -> Dict[str, float]:
     """Classification-to-regression loss ratio of each head.
 
@@ -87,12 +105,9 @@ def head_loss_ratios(log_vars: Dict[str, float]) -> Dict[str, float]:
     """
     sums: Dict[str, List[float]] = {}
     for key, value in log_vars.items():
-        prefix, sep, term = key.rpartition('loss_')
-        if not sep:
+        head, term = _head_and_term(key)
+        if head is None:
             continue
-        head = prefix.rstrip('.') or 'det'
-        if term.startswith('rpn_'):
-            head, term = 'rpn', term[4:]
         cls_reg = sums.setdefault(head, [0.0, 0.0])
         if term in _CLS_TERMS:
             cls_reg[0] += float(value)
@@ -179,7 +194,9 @@ class TrainingHealthHook(Hook):
             ``PATTERNS``.
         warmup_iters (int, optional): Iterations before patterns other than
             ``non_finite`` are judged. Defaults to None (the end of the
-            iteration-based LinearLR/ConstantLR warm-up, 0 without one).
+            LinearLR, ConstantLR or QuadraticWarmupLR warm-up that starts
+            at 0, epochs converted with the train dataloader's length; 0,
+            with a warning, without one).
         window (int): Iterations a collapse or ratio must persist.
             Defaults to 50.
         smooth (int): Iterations averaged into the smoothed loss.
@@ -198,8 +215,13 @@ class TrainingHealthHook(Hook):
             near anchors x classes x prior / positives (toy at 128 px: 7-13;
             COCO: an estimated several hundred).
         head_ratio_ranges (dict, optional): Bounds for named heads instead
-            of ``ratio_range``. Defaults to None, meaning
-            ``dict(rpn=(0.01, 100.0))``: the RPN's box loss covers only the
+            of ``ratio_range``, by the names of ``health/ratio_<head>``:
+            ``det`` (a one-stage head or a two-stage detector's RoI head),
+            ``rpn``, a cascade's ``s0``, ``s1``... A head the model does
+            not log is an error at the first iteration. The entries given
+            are added to the built-in ``dict(rpn=(0.01, 100.0))``, and an
+            ``rpn`` entry replaces it. Defaults to None, the built-in
+            entry alone: the RPN's box loss covers only the
             few positives of its 256 sampled anchors, so a healthy RPN
             runs at ratios of 5 to 400 early on (toy Faster R-CNN, median
             about 19 in its first 40 iterations).
@@ -226,6 +248,9 @@ class TrainingHealthHook(Hook):
         if action not in ('warn', 'stop'):
             raise ValueError(f"action must be 'warn' or 'stop', got "
                              f'{action!r}')
+        if isinstance(patterns, str):
+            raise ValueError(f'patterns must be a list of names, got '
+                             f'{patterns!r}; e.g. [{patterns!r}]')
         unknown = set(patterns) - set(PATTERNS)
         if unknown:
             raise ValueError(f'unknown patterns {sorted(unknown)}; choose '
@@ -242,9 +267,11 @@ class TrainingHealthHook(Hook):
                              f'{warmup_iters!r}')
         for name, value, ok in (
                 ('divergence_factor', divergence_factor,
-                 divergence_factor > 1),
-                ('stagnation_rel', stagnation_rel, 0 < stagnation_rel < 1),
-                ('collapse_score', collapse_score, 0 < collapse_score < 1)):
+                 is_real(divergence_factor) and divergence_factor > 1),
+                ('stagnation_rel', stagnation_rel,
+                 is_real(stagnation_rel) and 0 < stagnation_rel < 1),
+                ('collapse_score', collapse_score,
+                 is_real(collapse_score) and 0 < collapse_score < 1)):
             if not ok:
                 raise ValueError(f'{name}={value!r} is out of range: '
                                  'divergence_factor must be > 1, '
@@ -256,14 +283,23 @@ class TrainingHealthHook(Hook):
                 f'score_interval={score_interval} must be at most half of '
                 f'window={window} to judge collapse (at least 2 score '
                 "samples per window), or leave 'collapse' out of patterns")
-        if head_ratio_ranges is None:
-            head_ratio_ranges = dict(rpn=(0.01, 100.0))
+        if not patterns:
+            warnings.warn('TrainingHealthHook: patterns is empty; the '
+                          'health signals are logged but nothing is judged')
+        head_ratio_ranges = dict(head_ratio_ranges or {})
         for name, bounds in [('ratio_range', ratio_range)] + [
                 (f'head_ratio_ranges[{k!r}]', v)
                 for k, v in head_ratio_ranges.items()]:
-            if not (len(bounds) == 2 and 0 < bounds[0] < bounds[1]):
+            if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2
+                    and all(is_real(b) for b in bounds)
+                    and 0 < bounds[0] < bounds[1]):
                 raise ValueError(f'{name} must be (low, high) with '
                                  f'0 < low < high, got {bounds!r}')
+        # heads named by the user, checked against the model's loss keys
+        # at the first iteration (they are not known before)
+        self._named_heads = set(head_ratio_ranges)
+        head_ratio_ranges = dict(dict(rpn=(0.01, 100.0)),
+                                 **head_ratio_ranges)
         self.action = action
         self.patterns = tuple(patterns)
         self.warmup_iters = warmup_iters
@@ -365,12 +401,19 @@ class TrainingHealthHook(Hook):
 
     @staticmethod
     def _infer_warmup(runner) -> int:
+        """The end, in iterations, of the LR warm-up that starts at 0."""
         schedulers = runner.param_schedulers or []
         if isinstance(schedulers, dict):
             schedulers = [s for group in schedulers.values() for s in group]
-        ends = [s.end for s in schedulers
-                if type(s).__name__ in ('LinearLR', 'ConstantLR')
-                and not s.by_epoch and s.begin == 0]
+        ends = [s.end * (len(runner.train_dataloader) if s.by_epoch else 1)
+                for s in schedulers if type(s).__name__ in WARMUP_SCHEDULERS
+                and s.begin == 0 and s.end < INF]
+        if not ends:
+            runner.logger.warning(
+                'TrainingHealthHook: no LR warm-up starting at iteration 0 '
+                f'({", ".join(WARMUP_SCHEDULERS)}) found, so every pattern '
+                'is judged from the first iteration; set warmup_iters to '
+                'change that')
         return int(max(ends, default=0))
 
     def _grad_hook(self, key: str):
@@ -425,6 +468,8 @@ class TrainingHealthHook(Hook):
                 hub.update_scalar('train/health/fg_frac',
                                   float((fg > 0.5).float().mean()))
                 self._fg_max.append((it, fg_max))
+        if self._named_heads:
+            self._check_named_heads(log_vars)
         ratios = head_loss_ratios(log_vars)
         for head, ratio in ratios.items():
             hub.update_scalar(f'train/health/ratio_{head}', ratio)
@@ -432,6 +477,19 @@ class TrainingHealthHook(Hook):
         self._check(runner, it, log_vars)
         if self.action == 'stop':
             self._stop_together(runner, it)
+
+    def _check_named_heads(self, log_vars: Dict[str, float]) -> None:
+        """Fail on a ``head_ratio_ranges`` entry for a head the model does
+        not log, whose bounds would otherwise be silently unused."""
+        heads = {_head_and_term(k)[0] for k in log_vars} - {None}
+        unknown = sorted(self._named_heads - heads)
+        if unknown:
+            raise ValueError(
+                f'TrainingHealthHook: head_ratio_ranges names '
+                f'{unknown}, but this model logs the heads {sorted(heads)} '
+                "(a two-stage detector's RoI head is 'det', a cascade's "
+                "stages 's0', 's1', ...)")
+        self._named_heads = set()  # checked once
 
     # ------------------------------------------------------------ patterns
     def _check(self, runner, it: int, log_vars: Dict[str, float]) -> None:

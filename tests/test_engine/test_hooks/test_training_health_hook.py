@@ -297,6 +297,29 @@ def test_the_rpn_has_wider_ratio_bounds(tmp_path):
     assert "head 'rpn'" in hook.detections[0]['message']
 
 
+def test_head_ratio_ranges_add_to_the_rpn_default(tmp_path):
+    # bounds for 'det' keep the RPN's wide default: ratio 20 is healthy there
+    runner = _runner(tmp_path)
+    hook = _hook(head_ratio_ranges=dict(det=(0.05, 50.0)))
+    _train(hook, runner, lambda i: {
+        'loss_rpn_cls': 20 / (1 + i), 'loss_rpn_bbox': 1 / (1 + i),
+        'loss_cls': 20 / (1 + i), 'loss_bbox': 1 / (1 + i)}, 6)
+    assert hook.detections == []
+    assert hook.head_ratio_ranges == dict(rpn=(0.01, 100.0),
+                                          det=(0.05, 50.0))
+
+
+def test_head_ratio_ranges_for_a_head_the_model_does_not_log(tmp_path):
+    # a Faster R-CNN's RoI head logs as 'det': 'roi' bounds would do nothing
+    runner = _runner(tmp_path)
+    hook = _hook(head_ratio_ranges=dict(roi=(0.5, 2.0)))
+    with pytest.raises(ValueError, match=r"names \['roi'\], but this model "
+                       r"logs the heads \['det', 'rpn'\]"):
+        _train(hook, runner, lambda i: {
+            'loss_rpn_cls': 1.0, 'loss_rpn_bbox': 1.0, 'loss_cls': 1.0,
+            'loss_bbox': 1.0}, 1)
+
+
 def test_collapse_names_the_sampling_free_remedy(tmp_path):
     runner = _runner(tmp_path, bias=-10.0)
     hook = _hook(patterns=['collapse'])
@@ -348,6 +371,30 @@ def test_warmup_read_from_the_lr_schedulers(tmp_path):
     hook = TrainingHealthHook()
     hook.before_train(runner)
     assert hook.warmup_iters == 500
+
+
+def test_warmup_from_other_schedulers(tmp_path):
+    from mmdet.engine.schedulers import QuadraticWarmupLR
+    runner = _runner(tmp_path)
+    runner.train_dataloader = [None] * 7  # 7 iterations per epoch
+    optimizer = torch.optim.SGD(runner.model.parameters(), lr=0.1)
+    for scheduler, expected in (
+            (QuadraticWarmupLR(optimizer, by_epoch=False, end=300), 300),
+            # epochs, converted with the dataloader's length
+            (LinearLR(optimizer, start_factor=0.1, by_epoch=True, end=2),
+             14)):
+        runner.param_schedulers = [scheduler]
+        hook = TrainingHealthHook()
+        hook.before_train(runner)
+        assert hook.warmup_iters == expected
+    # no warm-up: judged from the start, with a warning saying so
+    runner.param_schedulers = []
+    runner.logger = MagicMock()
+    hook = TrainingHealthHook()
+    hook.before_train(runner)
+    assert hook.warmup_iters == 0
+    assert 'TrainingHealthHook: no LR warm-up starting at iteration 0' in \
+        runner.logger.warning.call_args.args[0]
 
 
 def test_stop_saves_a_checkpoint_and_raises(tmp_path):
@@ -447,7 +494,16 @@ def test_bad_arguments():
         TrainingHealthHook(ratio_range=(10, 1))
     with pytest.raises(ValueError, match="head_ratio_ranges\\['rpn'\\]"):
         TrainingHealthHook(head_ratio_ranges=dict(rpn=(0, 1)))
-    for key, value in (('divergence_factor', 1.0), ('stagnation_rel', 0.0),
+    with pytest.raises(ValueError, match="ratio_range must .* got "
+                       "\\(0.05, '5'\\)"):
+        TrainingHealthHook(ratio_range=(0.05, '5'))
+    with pytest.raises(ValueError, match="patterns must be a list of names, "
+                       "got 'collapse'"):
+        TrainingHealthHook(patterns='collapse')
+    with pytest.warns(UserWarning, match='nothing is judged'):
+        TrainingHealthHook(patterns=[])
+    for key, value in (('divergence_factor', 1.0), ('divergence_factor', '4'),
+                       ('stagnation_rel', 0.0),
                        ('stagnation_rel', 1.0), ('collapse_score', 0.0)):
         with pytest.raises(ValueError, match=f'{key}={value!r}'):
             TrainingHealthHook(**{key: value})
