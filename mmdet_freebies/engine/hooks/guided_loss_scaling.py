@@ -19,6 +19,7 @@ standard mmdet loss keys. Turning it on is one config line::
     custom_hooks = [dict(type='GuidedLossScaling')]
 """
 import copy
+import logging
 import warnings
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -97,7 +98,8 @@ class GuidedLossScaler:
             this many iterations, then freeze the ratio of each group with
             ``freeze`` at the mean of its valid warm-up ratios over all ranks
             (one all-reduce, with or without ``sync``), so every rank and a
-            resumed run use the same ratio. 0 keeps the per-iteration ratio
+            resumed run use the same ratio; a group with no valid warm-up
+            ratio freezes at its first valid one, with a warning. 0 keeps the per-iteration ratio
             of the paper. Defaults to 0.
     """
 
@@ -207,7 +209,7 @@ class GuidedLossScaler:
     def compute_ratios(self, losses: dict) -> Tensor:
         """Detached float32 ratio per group (updates the scaler's state)."""
         ratios = self._raw_ratios(losses)
-        if self.frozen and len(self._freezing) == len(self.groups):
+        if len(self.frozen) == len(self.groups):
             return torch.stack(
                 [self.frozen[g['name']] for g in self.groups]).to(ratios)
         valid = torch.isfinite(ratios) & (ratios > 0)
@@ -220,43 +222,57 @@ class GuidedLossScaler:
         for g, ratio in zip(self.groups, ratios):
             self.last[g['name']] = ratio
         self.num_iters += 1
-        if self.frozen:  # the groups without freeze stay per iteration
-            return torch.stack([
-                self.frozen.get(g['name'], ratio)
-                for g, ratio in zip(self.groups, ratios)
-            ]).to(ratios)
-        if self._freezing:
+        if len(self.frozen) < len(self._freezing):
             self._accumulate(ratios, valid)
-        return ratios
+        # the groups without freeze, or not frozen yet, stay per iteration
+        return torch.stack([
+            self.frozen.get(g['name'], ratio)
+            for g, ratio in zip(self.groups, ratios)
+        ]).to(ratios)
 
     def _accumulate(self, ratios: Tensor, valid: Tensor) -> None:
+        names = [n for n in self._freezing if n not in self.frozen]
         for g, ratio, ok in zip(self.groups, ratios, valid):
             name = g['name']
-            if name not in self._freezing:
+            if name not in names:
                 continue
             zero = ratio.new_zeros(())
             self._warmup_sum[name] = self._warmup_sum.get(
                 name, zero).to(ratio) + torch.where(ok, ratio, zero)
             self._warmup_count[name] = self._warmup_count.get(
                 name, zero).to(ratio) + ok.float()
-        if self.num_iters >= self.freeze_after:
-            names = self._freezing
-            stats = torch.stack([
-                torch.stack([self._warmup_sum[n] for n in names]),
-                torch.stack([self._warmup_count[n] for n in names])
-            ])
-            if get_world_size() > 1:
-                # one frozen ratio on every rank, with or without `sync`
-                all_reduce(stats, op='sum')
-            for name, total, count in zip(names, *stats):
-                # No valid warm-up ratio at all: keep the last one.
-                self.frozen[name] = torch.where(
-                    count > 0, total / count.clamp(min=1), self.last[name])
+        if self.num_iters < self.freeze_after:
+            return
+        stats = torch.stack([
+            torch.stack([self._warmup_sum[n] for n in names]),
+            torch.stack([self._warmup_count[n] for n in names])
+        ])
+        if get_world_size() > 1:
+            # one frozen ratio on every rank, with or without `sync`
+            all_reduce(stats, op='sum')
+        # A group without any valid ratio yet (its regression loss was 0
+        # throughout, e.g. under a loss-weight ramp from 0) would freeze at
+        # the fallback 0 and never learn to classify: it freezes at its
+        # first valid ratio instead. Deciding that reads the counts on the
+        # host, at the freeze and in the iterations such a group waits.
+        counts = stats[1].tolist()
+        now = {n: total / count for n, total, count, c
+               in zip(names, stats[0], stats[1], counts) if c > 0}
+        self.frozen.update(now)
+        if now:
             print_log(
                 'GuidedLossScaling: ratios frozen after '
                 f'{self.num_iters} iterations: ' + ', '.join(
-                    f'{k}={float(v):.4g}' for k, v in self.frozen.items()),
+                    f'{k}={float(v):.4g}' for k, v in now.items()),
                 logger='current')
+        waiting = [n for n, c in zip(names, counts) if c == 0]
+        if waiting and self.num_iters == self.freeze_after:
+            print_log(
+                f'GuidedLossScaling: no valid ratio for {waiting} in the '
+                f'first {self.freeze_after} iterations (a regression loss '
+                'of 0 throughout); their classification loss is dropped '
+                'until the first valid ratio, which they then freeze at',
+                logger='current', level=logging.WARNING)
 
     def state_dict(self) -> dict:
         """Scaler state for checkpoints (kept out of the model)."""

@@ -1,5 +1,6 @@
 """GuidedLossScaling: the ratio arithmetic, its edge cases, the groups per
 detector, and the promise that the model stays the plain detector."""
+import logging
 import math
 import types
 
@@ -113,6 +114,29 @@ def test_freeze_after_uses_mean_of_valid_warmup_ratios():
     assert s.frozen['cls'].item() == pytest.approx(0.3)
     out = s(dict(loss_cls=t(2.0), loss_bbox=t(5.0)))
     assert out['gls_ratio_cls'].item() == pytest.approx(0.3)
+
+
+def test_a_group_without_a_valid_warmup_ratio_freezes_at_its_first(
+        monkeypatch):
+    """A box loss ramped up from weight 0: freezing the fallback 0 would
+    drop the classification loss for the rest of training."""
+    logged = []
+    monkeypatch.setattr(gls_mod, 'print_log', lambda msg, **kwargs:
+                        logged.append((msg, kwargs.get('level'))))
+    s = GuidedLossScaler([preset_group('dense')], freeze_after=2)
+    for _ in range(2):
+        out = s(dict(loss_cls=t(1.0), loss_bbox=t(0.0)))
+        assert out['loss_cls'].item() == 0  # the official fallback
+    assert s.frozen == {}
+    assert logged == [(
+        "GuidedLossScaling: no valid ratio for ['cls'] in the first 2 "
+        'iterations (a regression loss of 0 throughout); their '
+        'classification loss is dropped until the first valid ratio, which '
+        'they then freeze at', logging.WARNING)]
+    out = s(dict(loss_cls=t(1.0), loss_bbox=t(0.5)))
+    assert s.frozen['cls'].item() == pytest.approx(0.5)
+    out = s(dict(loss_cls=t(1.0), loss_bbox=t(3.0)))
+    assert out['gls_ratio_cls'].item() == pytest.approx(0.5)
 
 
 def test_freeze_after_keeps_the_rpn_and_roi_ratios_per_iteration():
