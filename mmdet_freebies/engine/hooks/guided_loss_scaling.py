@@ -99,8 +99,8 @@ class GuidedLossScaler:
             ``freeze`` at the mean of its valid warm-up ratios over all ranks
             (one all-reduce, with or without ``sync``), so every rank and a
             resumed run use the same ratio; a group with no valid warm-up
-            ratio freezes at its first valid one, with a warning. 0 keeps the per-iteration ratio
-            of the paper. Defaults to 0.
+            ratio freezes at its first valid one, with a warning. 0 keeps
+            the per-iteration ratio of the paper. Defaults to 0.
     """
 
     def __init__(self,
@@ -108,18 +108,8 @@ class GuidedLossScaler:
                  sync: bool = False,
                  freeze_after: int = 0) -> None:
         _check_freeze_after(freeze_after)
-        self.groups = [self._check_group(g) for g in groups]
-        if not self.groups:
-            raise ValueError('GuidedLossScaling: no group to scale')
+        self.groups = self._check_groups(groups)
         names = [g['name'] for g in self.groups]
-        if len(set(names)) != len(names):
-            raise ValueError(f'GuidedLossScaling: duplicate group names '
-                             f'{names}')
-        keys = [k for g in self.groups for k in g['cls'] + g['reg']]
-        clashes = sorted({k for k in keys if keys.count(k) > 1})
-        if clashes:
-            raise ValueError('GuidedLossScaling: loss keys used by more than '
-                             f'one group or role: {clashes}')
         # the groups whose ratio freeze_after freezes
         self._freezing = [g['name'] for g in self.groups
                           if freeze_after and g['freeze']]
@@ -135,6 +125,23 @@ class GuidedLossScaler:
         self._warmup_sum: Dict[str, Tensor] = {}
         self._warmup_count: Dict[str, Tensor] = {}
         self.frozen: Dict[str, Tensor] = {}
+
+    @classmethod
+    def _check_groups(cls, groups: Sequence[dict]) -> List[dict]:
+        """Each group checked; no two share a name or a loss key."""
+        groups = [cls._check_group(g) for g in groups]
+        if not groups:
+            raise ValueError('GuidedLossScaling: no group to scale')
+        names = [g['name'] for g in groups]
+        if len(set(names)) != len(names):
+            raise ValueError(f'GuidedLossScaling: duplicate group names '
+                             f'{names}')
+        keys = [k for g in groups for k in g['cls'] + g['reg']]
+        clashes = sorted({k for k in keys if keys.count(k) > 1})
+        if clashes:
+            raise ValueError('GuidedLossScaling: loss keys used by more than '
+                             f'one group or role: {clashes}')
+        return groups
 
     @staticmethod
     def _check_group(group: dict) -> dict:
@@ -398,8 +405,11 @@ class GuidedLossScaling(Hook):
                 if not isinstance(g, (str, dict)):
                     raise TypeError(f'GuidedLossScaling: group {g!r} must '
                                     'be a preset name or a dict')
-                if isinstance(g, dict):
-                    GuidedLossScaler._check_group(g)
+            # now, not at the first iteration: presets resolve to fixed
+            # names and keys (the dense quality keys are added later)
+            GuidedLossScaler._check_groups([
+                preset_group(g, 'bbox') if isinstance(g, str) else g
+                for g in groups])
         if not is_real(roi_factor) or roi_factor <= 0:
             raise ValueError('GuidedLossScaling: roi_factor must be positive, '
                              f'got {roi_factor!r}')

@@ -316,6 +316,15 @@ def test_resume_in_the_middle_of_the_warm_up():
     (dict(sync='no'), "sync must be True or False, got sync='no'"),
     (dict(groups=[dict(name='x', cls=['a'], reg=['b'], reduce='max')]),
      "reduce must be one of .* got 'max'"),
+    # conflicting groups, found at build and not at the first iteration
+    (dict(groups=['rpn', 'rpn']),
+     "duplicate group names \\['rpn', 'rpn'\\]"),
+    (dict(groups=['dense', 'yolov3']), "duplicate group names"),
+    (dict(groups=['roi', 'dense']),
+     "loss keys used by more than one group or role: \\['loss_bbox', "
+     "'loss_cls'\\]"),
+    (dict(groups=['rpn', dict(name='x', cls=['loss_rpn_cls'], reg=['b'])]),
+     "more than one group or role: \\['loss_rpn_cls'\\]"),
 ])
 def test_bad_arguments_raise_at_build_time(kwargs, match):
     with pytest.raises((ValueError, KeyError, TypeError), match=match):
