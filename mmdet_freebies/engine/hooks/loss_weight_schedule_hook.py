@@ -28,13 +28,17 @@ def _check_schedule(i: int, s: dict) -> dict:
     if policy == 'step':
         allowed = {'loss', 'policy', 'milestones', 'weights'}
         ms, ws = s.get('milestones'), s.get('weights')
-        if not ms or ws is None or len(ws) != len(ms) + 1:
+        if not (isinstance(ms, (list, tuple)) and ms
+                and isinstance(ws, (list, tuple))
+                and len(ws) == len(ms) + 1):
             raise ValueError(
                 f'{where}: a step schedule needs milestones and weights '
-                'with len(weights) == len(milestones) + 1, got '
+                'lists with len(weights) == len(milestones) + 1, got '
                 f'milestones={ms!r}, weights={ws!r}')
-        if list(ms) != sorted(ms):
-            raise ValueError(f'{where}.milestones={ms!r} must be sorted')
+        if not all(is_real(m) and m >= 0 for m in ms) or \
+                list(ms) != sorted(ms):
+            raise ValueError(f'{where}.milestones={ms!r} must be sorted '
+                             'numbers >= 0 (iterations or epochs)')
     else:
         allowed = {'loss', 'policy', 'begin', 'end', 'from_weight',
                    'to_weight'}
@@ -43,6 +47,11 @@ def _check_schedule(i: int, s: dict) -> dict:
                 raise ValueError(f'{where}: a {policy} schedule needs '
                                  f'{key!r}, got {s!r}')
         s.setdefault('begin', 0)
+        for key in ('begin', 'end'):
+            if not is_real(s[key]) or not 0 <= s[key] < math.inf:
+                raise ValueError(f'{where}.{key}={s[key]!r} must be a '
+                                 'finite number >= 0 (iterations or '
+                                 'epochs)')
         if not s['end'] > s['begin']:
             raise ValueError(f"{where}: end={s['end']!r} must exceed "
                              f"begin={s['begin']!r}")
@@ -115,6 +124,15 @@ class LossWeightScheduleHook(Hook):
                              'entry in schedules')
         self.schedules: List[dict] = [
             _check_schedule(i, s) for i, s in enumerate(schedules)]
+        paths = [s['loss'] for s in self.schedules]
+        repeated = sorted({p for p in paths if paths.count(p) > 1})
+        if repeated:
+            raise ValueError(f'LossWeightScheduleHook: more than one '
+                             f'schedule for {repeated}; the weight of a '
+                             'loss comes from one schedule')
+        if not isinstance(by_epoch, bool):
+            raise ValueError('LossWeightScheduleHook: by_epoch must be True '
+                             f'or False, got {by_epoch!r}')
         self.by_epoch = by_epoch
         self._iters_per_epoch: Optional[int] = None
 

@@ -95,10 +95,27 @@ def test_resume_gives_the_uninterrupted_weights():
     (dict(LINEAR, to_weight='0.1'), "to_weight='0.1' must be"),
     (dict(loss='x', policy='step', milestones=[5], weights=[0.1, None]),
      r'weights\[1\]=None must be'),
+    (dict(LINEAR, end='100'), "end='100' must be a finite number >= 0"),
+    (dict(LINEAR, begin=-5), 'begin=-5 must be a finite number >= 0'),
+    (dict(loss='x', policy='step', milestones=['10'], weights=[1, 2]),
+     r"milestones=\['10'\] must be sorted numbers >= 0"),
+    (dict(loss='x', policy='step', milestones=10, weights=[1, 2]),
+     'needs milestones and weights lists .* got milestones=10'),
 ])
 def test_bad_schedules(schedule, match):
     with pytest.raises(ValueError, match=match):
         LossWeightScheduleHook([schedule])
+
+
+def test_bad_hook_arguments():
+    # two schedules for one loss: the last one would silently win
+    with pytest.raises(ValueError, match=r"more than one schedule for "
+                       r"\['bbox_head.loss_bbox'\]"):
+        LossWeightScheduleHook([LINEAR, dict(LINEAR, policy='cosine')])
+    # a string would be truthy: iterations read as epochs
+    with pytest.raises(ValueError, match="by_epoch must be True or False, "
+                       "got 'False'"):
+        LossWeightScheduleHook([LINEAR], by_epoch='False')
 
 
 def test_bad_module_path_named_at_before_train():
