@@ -106,8 +106,20 @@ class _BalancedL1(torch.autograd.Function):
 
 def _check_params(owner: str, alpha, gamma, beta) -> None:
     for key, value in (('alpha', alpha), ('gamma', gamma), ('beta', beta)):
-        if not is_real(value) or not value > 0:
-            raise ValueError(f'{owner}: {key}={value!r} must be a number > 0')
+        if not is_real(value) or not 0 < value < math.inf:
+            raise ValueError(f'{owner}: {key}={value!r} must be a finite '
+                             'number > 0')
+    # b = e^(gamma / alpha) - 1, as the forward computes it, multiplies |x|
+    # and divides alpha: both must fit in float32, where the loss is computed
+    try:
+        b = math.exp(gamma / alpha) - 1
+    except OverflowError:
+        b = math.inf
+    largest = torch.finfo(torch.float32).max
+    if not (0 < b <= largest and alpha / b <= largest):
+        raise ValueError(f'{owner}: alpha={alpha!r} and gamma={gamma!r} give '
+                         f'b = e^(gamma / alpha) - 1 = {b:.3g}; b and '
+                         'alpha / b must be finite in float32')
 
 
 def _broadcasts(shape: torch.Size, to: torch.Size) -> bool:
@@ -229,9 +241,9 @@ class FusedBalancedL1Loss(nn.Module):
         if reduction not in _REDUCTIONS:
             raise ValueError(f'FusedBalancedL1Loss: reduction={reduction!r} '
                              f'must be one of {_REDUCTIONS}')
-        if not is_real(loss_weight):
+        if not is_real(loss_weight) or not math.isfinite(loss_weight):
             raise ValueError(f'FusedBalancedL1Loss: loss_weight='
-                             f'{loss_weight!r} must be a number')
+                             f'{loss_weight!r} must be a finite number')
         self.alpha = float(alpha)
         self.gamma = float(gamma)
         self.beta = float(beta)

@@ -211,6 +211,14 @@ def test_registry_keeps_mmdet_class():
     (dict(reduction='avg'), "reduction='avg'"),
     (dict(loss_weight=None), 'loss_weight=None'),
     (dict(alpha=True), 'alpha=True'),  # a bool is no number here
+    (dict(alpha=math.inf), 'alpha=inf must be a finite number'),
+    (dict(loss_weight=math.nan), 'loss_weight=nan must be a finite number'),
+    # b = e^(gamma / alpha) - 1 overflows float32 (mmdet: at the forward)
+    (dict(alpha=0.001, gamma=1.0), 'alpha=0.001 and gamma=1.0 give b = '
+     'e\\^\\(gamma / alpha\\) - 1 = inf'),
+    (dict(alpha=0.01, gamma=1.0), '- 1 = 2.69e\\+43;'),
+    # ... or rounds to 0, which divides alpha
+    (dict(alpha=1.0, gamma=1e-20), '- 1 = 0;'),
 ])
 def test_bad_arguments_fail_at_build(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -81,9 +81,9 @@ class IoUBalancedSampler(BaseSampler):
             none. Defaults to -1.
         add_gt_as_proposals (bool): Add the gt boxes as proposals.
             Defaults to True.
-        floor_thr (float): IoU below which negatives are sampled at random,
-            0 for the negatives at IoU exactly 0, -1 to balance all
-            negatives. Defaults to -1.
+        floor_thr (float): IoU in [0, 1) below which negatives are
+            sampled at random, 0 for the negatives at IoU exactly 0, -1 to
+            balance all negatives. Defaults to -1.
         floor_fraction (float): Share of the negatives drawn below
             ``floor_thr``. Defaults to 0.
         num_bins (int): Number of IoU bins. Defaults to 3.
@@ -113,8 +113,10 @@ class IoUBalancedSampler(BaseSampler):
              is_real(pos_fraction) and 0 <= pos_fraction <= 1, 'in [0, 1]'),
             ('neg_pos_ub', neg_pos_ub, is_real(neg_pos_ub)
              and (neg_pos_ub >= 0 or neg_pos_ub == -1), '>= 0 or -1'),
+            # an IoU: at 1 or above every negative is under it, and the
+            # sampling silently becomes random
             ('floor_thr', floor_thr, is_real(floor_thr)
-             and (floor_thr >= 0 or floor_thr == -1), '>= 0 or -1'),
+             and (0 <= floor_thr < 1 or floor_thr == -1), 'in [0, 1) or -1'),
             ('floor_fraction', floor_fraction,
              is_real(floor_fraction) and 0 <= floor_fraction <= 1,
              'in [0, 1]'),

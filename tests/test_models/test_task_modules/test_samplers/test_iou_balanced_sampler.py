@@ -543,7 +543,8 @@ def test_one_host_synchronisation_per_draw_on_cuda():
 
 
 @pytest.mark.parametrize('key,value', [
-    ('floor_thr', -0.5), ('floor_thr', '0.1'), ('floor_fraction', 1.5),
+    ('floor_thr', -0.5), ('floor_thr', '0.1'), ('floor_thr', 1.0),
+    ('floor_thr', 5.0), ('floor_fraction', 1.5),
     ('num_bins', 0), ('num_bins', True), ('pos_fraction', 2.0), ('num', -1),
     ('neg_pos_ub', -2), ('add_gt_as_proposals', 'yes'),
     ('instance_balanced_pos', 'no')])
