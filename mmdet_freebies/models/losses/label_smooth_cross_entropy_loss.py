@@ -6,6 +6,7 @@ Networks" (arXiv:1902.04103), Sec. 3.3, Eq. (3):
 classes (Szegedy et al., Inception-v3).
 """
 import functools
+import math
 from typing import List, Optional
 
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from mmdet.models.losses.utils import weight_reduce_loss
 from mmdet.registry import MODELS
 from torch import Tensor
 
-from ...utils.checks import is_real
+from ...utils.checks import is_int, is_real
 
 
 def label_smooth_cross_entropy(pred: Tensor,
@@ -92,9 +93,9 @@ def label_smooth_binary_cross_entropy(pred: Tensor,
 class LabelSmoothCrossEntropyLoss(CrossEntropyLoss):
     """mmdet's ``CrossEntropyLoss`` with class label smoothing (BoF Eq. 3).
 
-    Same constructor and ``forward`` interface as ``CrossEntropyLoss``
-    (``weight``, ``avg_factor``, ``reduction_override``, ``ignore_index``,
-    ``class_weight``, ``loss_weight``); with ``label_smoothing=0`` it *is*
+    Same constructor (but ``use_mask``) and ``forward`` interface as
+    ``CrossEntropyLoss`` (``weight``, ``avg_factor``, ``reduction_override``,
+    ``ignore_index``, ``class_weight``, ``loss_weight``); with ``label_smoothing=0`` it *is*
     ``CrossEntropyLoss`` (same criterion, identical values).
 
     * Softmax (``use_sigmoid=False``, the Faster R-CNN RoI classifier of the
@@ -140,6 +141,19 @@ class LabelSmoothCrossEntropyLoss(CrossEntropyLoss):
             raise ValueError('LabelSmoothCrossEntropyLoss: reduction must be '
                              "'none', 'mean' or 'sum', got "
                              f'reduction={reduction!r}')
+        for key, value, ok, expected in (
+                ('use_sigmoid', use_sigmoid, isinstance(use_sigmoid, bool),
+                 'True or False'),
+                ('avg_non_ignore', avg_non_ignore,
+                 isinstance(avg_non_ignore, bool), 'True or False'),
+                ('loss_weight', loss_weight, is_real(loss_weight)
+                 and math.isfinite(loss_weight), 'a finite number'),
+                ('ignore_index', ignore_index,
+                 ignore_index is None or is_int(ignore_index),
+                 'an int or None')):
+            if not ok:  # a string such as 'False' would be taken as true
+                raise ValueError(f'LabelSmoothCrossEntropyLoss: {key} must '
+                                 f'be {expected}, got {key}={value!r}')
         super().__init__(
             use_sigmoid=use_sigmoid,
             reduction=reduction,

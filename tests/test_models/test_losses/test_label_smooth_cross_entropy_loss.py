@@ -2,6 +2,7 @@
 CrossEntropyLoss bit for bit, hand-computed values, GluonCV's YOLOv3
 targets, and the difference with YOLOV3Head.one_hot_smoother."""
 import math
+import re
 
 import pytest
 import torch
@@ -221,6 +222,16 @@ def test_in_yolov3_head_versus_one_hot_smoother():
 def test_bad_label_smoothing(value):
     with pytest.raises(ValueError, match=f'label_smoothing={value!r}'):
         build(label_smoothing=value)
+
+
+@pytest.mark.parametrize('key,value', [
+    ('use_sigmoid', 'False'), ('avg_non_ignore', 'no'), ('loss_weight', '1.0'),
+    ('loss_weight', float('nan')), ('ignore_index', 2.5)])
+def test_bad_arguments_fail_at_build(key, value):
+    # e.g. use_sigmoid='False' would silently switch to the sigmoid loss
+    with pytest.raises(ValueError, match=f'{key} must be .* got '
+                       f'{key}={re.escape(repr(value))}'):
+        build(**{key: value})
 
 
 def test_repr_and_default():
