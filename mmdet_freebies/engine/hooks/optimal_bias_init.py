@@ -21,7 +21,7 @@ from ...models.task_modules.prior_estimator import (PriorEstimate,
                                                     estimate_prior,
                                                     find_dense_head,
                                                     prior_to_bias)
-from ...utils.checks import is_int
+from ...utils.checks import is_int, is_real
 from .utils import unwrap_detector
 
 # Final classification conv of each supported head (PAAHead is an ATSSHead).
@@ -147,7 +147,7 @@ class OptimalBiasInit(Hook):
                              f'int or None, got {num_images!r}')
         for key, value in (('prior', prior), ('roi_fg_fraction',
                                               roi_fg_fraction)):
-            if value is not None and not (isinstance(value, (int, float))
+            if value is not None and not (is_real(value)
                                           and 0.0 < value < 1.0):
                 raise ValueError(f'OptimalBiasInit: {key} must lie in (0, 1),'
                                  f' got {value!r}')

@@ -8,6 +8,8 @@ from mmengine.evaluator import BaseMetric
 from mmdet.evaluation.functional import bbox_overlaps
 from mmdet.registry import METRICS
 
+from ...utils.checks import is_real
+
 # COCO's area ranges: small < 32^2 <= medium < 96^2 <= large.
 SIZE_NAMES = ('small', 'medium', 'large')
 _SIZE_EDGES = np.array([32.0**2, 96.0**2])
@@ -126,9 +128,9 @@ class DetectionErrorMetric(BaseMetric):
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
-        if not 0.0 < iou_thr <= 1.0:
+        if not (is_real(iou_thr) and 0.0 < iou_thr <= 1.0):
             raise ValueError(f'iou_thr must be in (0, 1], got {iou_thr!r}')
-        if not 0.0 <= score_thr <= 1.0:
+        if not (is_real(score_thr) and 0.0 <= score_thr <= 1.0):
             raise ValueError(
                 f'score_thr must be in [0, 1], got {score_thr!r}')
         self.iou_thr = iou_thr

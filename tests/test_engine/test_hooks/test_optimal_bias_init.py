@@ -266,6 +266,7 @@ def test_a_subclass_with_its_own_targets_is_not_counted(toy_cfg, tmp_path):
     'kwargs,key',
     [(dict(prior=0.0), 'prior'), (dict(prior=1.0), 'prior'),
      (dict(prior=-1e-3), 'prior'), (dict(prior='0.1'), 'prior'),
+     (dict(prior=True), 'prior'),
      (dict(num_images=0), 'num_images'), (dict(num_images=2.5), 'num_images'),
      (dict(prior=1e-4, per_class=True), 'per_class'),
      (dict(roi_fg_fraction=0.25), 'roi_fg_fraction'),
@@ -277,6 +278,12 @@ def test_a_subclass_with_its_own_targets_is_not_counted(toy_cfg, tmp_path):
 def test_bad_arguments(kwargs, key):
     with pytest.raises(ValueError, match=key):
         OptimalBiasInit(**kwargs)
+
+
+def test_numpy_priors_are_numbers():
+    # e.g. a prior computed with numpy in a config
+    assert OptimalBiasInit(prior=np.float32(0.01)).prior == \
+        pytest.approx(0.01)
 
 
 @pytest.mark.parametrize(

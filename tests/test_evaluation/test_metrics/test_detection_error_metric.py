@@ -153,3 +153,6 @@ def test_missing_gt_and_bad_args():
         DetectionErrorMetric(iou_thr=0)
     with pytest.raises(ValueError, match='score_thr'):
         DetectionErrorMetric(score_thr=1.5)
+    for value in ('0.5', True):  # True would be read as an IoU of 1
+        with pytest.raises(ValueError, match=f'iou_thr .* got {value!r}'):
+            DetectionErrorMetric(iou_thr=value)

@@ -34,6 +34,10 @@ class KeepAllSampler(BaseSampler):
                 'it keeps every RoI the assigner does not ignore (replace '
                 "the base sampler with dict(_delete_=True, type="
                 "'KeepAllSampler'))")
+        if not isinstance(add_gt_as_proposals, bool):
+            raise ValueError('KeepAllSampler: add_gt_as_proposals must be '
+                             'True or False, got add_gt_as_proposals='
+                             f'{add_gt_as_proposals!r}')
         # num and pos_fraction only set the per-image budget that
         # _sample_pos/_sample_neg ignore here.
         super().__init__(

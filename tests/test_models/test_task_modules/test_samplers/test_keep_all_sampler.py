@@ -38,3 +38,7 @@ def test_keep_all_sampler_rejects_a_budget():
     for extra in (dict(add_gt_as_proposal=False), dict(num=512)):
         with pytest.raises(TypeError, match=re.escape(repr(sorted(extra)))):
             TASK_UTILS.build(dict(type='KeepAllSampler', **extra))
+    # a string would be truthy: gts silently added
+    with pytest.raises(ValueError, match="add_gt_as_proposals='False'"):
+        TASK_UTILS.build(dict(type='KeepAllSampler',
+                              add_gt_as_proposals='False'))
