@@ -53,7 +53,8 @@ class PackDetInputsWithWeights(PackDetInputs):
                     f'gt_weights has {num_weights} entries but gt_bboxes has '
                     f'{num_boxes}: a transform between the mixup and the '
                     'packing dropped objects without dropping their weights; '
-                    'wrap it in AlignInstanceKeys')
+                    "wrap it in AlignInstanceKeys, with 'gt_weights' in its "
+                    'keys (the default)')
             results['gt_weights'] = np.asarray(results['gt_weights'],
                                                np.float32)
         return super().transform(results)

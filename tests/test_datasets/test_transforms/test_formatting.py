@@ -51,7 +51,8 @@ def test_without_weights_same_as_pack_det_inputs():
 def test_misaligned_weights_raise():
     res = results()
     res['gt_weights'] = res['gt_weights'][:2]
-    with pytest.raises(ValueError, match='AlignInstanceKeys'):
+    with pytest.raises(ValueError, match="wrap it in AlignInstanceKeys, "
+                       "with 'gt_weights' in its keys"):
         PackDetInputsWithWeights().transform(res)
 
 
