@@ -44,15 +44,10 @@ def _checkpoint_globals() -> List[SafeGlobal]:
         np.core.multiarray.scalar,
     ]
     # A dtype is rebuilt by numpy.dtype('f8'), then its state is set; torch
-    # checks the built object's class, numpy.dtypes.Float64DType and the like
-    # on numpy >= 1.25.
-    dtypes = getattr(np, 'dtypes', None)
-    if dtypes is not None:
-        globals_ += [
-            getattr(dtypes, name) for name in (
-                'Float64DType', 'Float32DType', 'Int64DType', 'Int32DType',
-                'BoolDType', 'UInt8DType') if hasattr(dtypes, name)
-        ]
+    # checks the built object's class: numpy.dtypes.Float64DType and the
+    # like on numpy >= 1.25, numpy.dtype[float64] before (no numpy.dtypes)
+    globals_ += [type(np.dtype(code))
+                 for code in ('f8', 'f4', 'i8', 'i4', '?', 'u1')]
     return globals_
 
 
