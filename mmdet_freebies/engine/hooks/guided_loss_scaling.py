@@ -97,8 +97,9 @@ class GuidedLossScaler:
         freeze_after (int): The 2021 variant: use per-iteration ratios for
             this many iterations, then freeze the ratio of each group with
             ``freeze`` at the mean of its valid warm-up ratios over all ranks
-            (one all-reduce, with or without ``sync``), so every rank and a
-            resumed run use the same ratio; a group with no valid warm-up
+            (summed by a small all-reduce per warm-up iteration, with or
+            without ``sync``), so every rank and a resumed run use the same
+            ratio; a group with no valid warm-up
             ratio freezes at its first valid one, with a warning. 0 keeps
             the per-iteration ratio of the paper. Defaults to 0.
     """
@@ -217,8 +218,9 @@ class GuidedLossScaler:
         """Detached float32 ratio per group (updates the scaler's state)."""
         ratios = self._raw_ratios(losses)
         if len(self.frozen) == len(self.groups):
+            # (.to: a resumed run restores the frozen ratios on the CPU)
             return torch.stack(
-                [self.frozen[g['name']] for g in self.groups]).to(ratios)
+                [self.frozen[g['name']].to(ratios) for g in self.groups])
         valid = torch.isfinite(ratios) & (ratios > 0)
         ratios, valid = self._sync(ratios, valid)
         last = torch.stack([
@@ -233,30 +235,35 @@ class GuidedLossScaler:
             self._accumulate(ratios, valid)
         # the groups without freeze, or not frozen yet, stay per iteration
         return torch.stack([
-            self.frozen.get(g['name'], ratio)
+            self.frozen.get(g['name'], ratio).to(ratio)
             for g, ratio in zip(self.groups, ratios)
-        ]).to(ratios)
+        ])
 
     def _accumulate(self, ratios: Tensor, valid: Tensor) -> None:
         names = [n for n in self._freezing if n not in self.frozen]
-        for g, ratio, ok in zip(self.groups, ratios, valid):
-            name = g['name']
-            if name not in names:
-                continue
-            zero = ratio.new_zeros(())
+        index = [i for i, g in enumerate(self.groups) if g['name'] in names]
+        stats = torch.stack([
+            torch.where(valid, ratios, torch.zeros_like(ratios)),
+            valid.float()
+        ])[:, index]
+        if get_world_size() > 1:
+            # Summed over the ranks every iteration, not at the freeze, so
+            # that the sums rank 0 checkpoints are those of all ranks and a
+            # run resumed in the warm-up freezes the ratio an uninterrupted
+            # run does; one frozen ratio on every rank, with or without sync
+            all_reduce(stats, op='sum')
+        for name, total, count in zip(names, *stats):
+            zero = total.new_zeros(())
             self._warmup_sum[name] = self._warmup_sum.get(
-                name, zero).to(ratio) + torch.where(ok, ratio, zero)
+                name, zero).to(total) + total
             self._warmup_count[name] = self._warmup_count.get(
-                name, zero).to(ratio) + ok.float()
+                name, zero).to(count) + count
         if self.num_iters < self.freeze_after:
             return
         stats = torch.stack([
             torch.stack([self._warmup_sum[n] for n in names]),
             torch.stack([self._warmup_count[n] for n in names])
         ])
-        if get_world_size() > 1:
-            # one frozen ratio on every rank, with or without `sync`
-            all_reduce(stats, op='sum')
         # A group without any valid ratio yet (its regression loss was 0
         # throughout, e.g. under a loss-weight ramp from 0) would freeze at
         # the fallback 0 and never learn to classify: it freezes at its

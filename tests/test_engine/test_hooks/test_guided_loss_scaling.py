@@ -139,6 +139,21 @@ def test_a_group_without_a_valid_warmup_ratio_freezes_at_its_first(
     assert out['gls_ratio_cls'].item() == pytest.approx(0.5)
 
 
+def test_frozen_ratios_restored_on_the_cpu_follow_the_losses_device():
+    """A resumed run restores the frozen ratios as CPU tensors; with a
+    group still per iteration they are stacked with the ratios of the
+    losses' device (``meta`` standing in for CUDA here)."""
+    groups = [preset_group('rpn'), preset_group('dense')]
+    old = GuidedLossScaler(groups, freeze_after=1)
+    old(dict(loss_rpn_cls=t(1.0), loss_rpn_bbox=t(0.2), loss_cls=t(1.0),
+             loss_bbox=t(0.3)))
+    resumed = GuidedLossScaler(groups, freeze_after=1)
+    resumed.load_state_dict(old.state_dict())
+    meta = {k: torch.ones((), device='meta') for k in (
+        'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox')}
+    assert resumed.compute_ratios(meta).device.type == 'meta'
+
+
 def test_freeze_after_keeps_the_rpn_and_roi_ratios_per_iteration():
     """As the 2021 code: only the dense head's ratio freezes."""
     s = GuidedLossScaler([preset_group('rpn'), preset_group('dense')],
@@ -236,9 +251,17 @@ from mmdet_freebies.engine.hooks.guided_loss_scaling import (
 dist.init_process_group('gloo')
 rank = dist.get_rank()
 s = GuidedLossScaler([preset_group('dense')], freeze_after=2)  # sync=False
-for reg in ((0.2, 0.4), (0.6, 0.8))[rank]:  # warm-up means 0.3 and 0.7
-    s(dict(loss_cls=torch.tensor(1.0), loss_bbox=torch.tensor(reg)))
-json.dump(float(s.frozen['cls']), open(sys.argv[1] + str(rank), 'w'))
+first, second = ((0.2, 0.4), (0.6, 0.8))[rank]  # warm-up means 0.3, 0.7
+s(dict(loss_cls=torch.tensor(1.0), loss_bbox=torch.tensor(first)))
+# --resume from the checkpoint rank 0 saved after the first iteration
+state = [s.state_dict()]
+dist.broadcast_object_list(state, src=0)
+resumed = GuidedLossScaler([preset_group('dense')], freeze_after=2)
+resumed.load_state_dict(state[0])
+for scaler in (s, resumed):
+    scaler(dict(loss_cls=torch.tensor(1.0), loss_bbox=torch.tensor(second)))
+json.dump([float(s.frozen['cls']), float(resumed.frozen['cls'])],
+          open(sys.argv[1] + str(rank), 'w'))
 dist.destroy_process_group()
 """
 
@@ -247,10 +270,11 @@ dist.destroy_process_group()
 def test_frozen_ratio_is_the_mean_over_ranks_without_sync(tmp_path):
     """2 gloo processes with different warm-up ratios and ``sync=False``:
     both freeze the mean over all ranks' warm-up ratios, (0.2 + 0.4 + 0.6 +
-    0.8) / 4 = 0.5, so the ranks agree and a resume (rank 0's checkpoint)
-    changes nothing. Per-rank means would give 0.3 and 0.7."""
-    assert json_per_rank(_RANK_FREEZES, tmp_path) == pytest.approx(
-        [0.5, 0.5])
+    0.8) / 4 = 0.5, so the ranks agree. Per-rank means would give 0.3 and
+    0.7. A run resumed from rank 0's checkpoint after the first iteration
+    freezes 0.5 too (summing rank 0's sums twice would give 0.4)."""
+    assert json_per_rank(_RANK_FREEZES, tmp_path) == [
+        pytest.approx([0.5, 0.5])] * 2
 
 
 @pytest.mark.parametrize('resume,expected', [(True, 0.3), (False, 5.0)])
