@@ -14,7 +14,10 @@ training transforms, running only the anchor generator and the matcher.
 own prior generator and its own target rule (the assigner of ``train_cfg``,
 or FCOS's regress-range/center-sampling rule, or YOLOv3's grid assigner) and
 the detector's own ``data_preprocessor`` (so padding to
-``pad_size_divisor``, batch padding and batch augments are exact). Feature
+``pad_size_divisor`` and batch padding are exact; its batch augments, such
+as YOLOv3's random shapes, are left out: they resize at random and
+synchronise the ranks on every call, so the prior is counted at the
+pipeline's image size). Feature
 map sizes follow from the padded batch shape: every stride-``s`` layer of
 the supported backbones and necks (3x3 stride-2 convs with padding 1,
 stride-2 max pools, FPN's extra levels) maps ``H`` to ``ceil(H / 2)``, so a
@@ -279,7 +282,8 @@ def _count_yolov3(head, gts, ignores, metas, featmap_sizes, device) -> Tensor:
         # loss_by_feat_single clamps an overlap of the two masks to 1
         counts[1] += float((pos + neg.float()).clamp(max=1).sum())
         counts[2] += float(pos.sum())
-        counts[3:] += (target[..., 5:] *
+        # (the weighted head appends a mixup weight after the classes)
+        counts[3:] += (target[..., 5:5 + head.num_classes] *
                        pos[..., None]).sum(dim=(0, 1)).double().cpu()
     return counts
 
@@ -395,7 +399,9 @@ def estimate_prior(model: nn.Module,
     gt_counts = torch.zeros(num_dataset_classes, dtype=torch.float64)
     with torch.no_grad():
         for batch in loader:
-            data = model.data_preprocessor(batch, True)
+            # training=False: no batch augments, which resize at random
+            # (YOLOv3's random shapes) and synchronise the ranks per call
+            data = model.data_preprocessor(batch, False)
             gts, ignores, metas = unpack_gt_instances(data['data_samples'])
             for gt in gts:
                 hist = torch.bincount(gt.labels.cpu(),

@@ -287,6 +287,20 @@ def test_yolov3_priors(build):
     assert est.prior == pytest.approx(1 / est.num_classes)
 
 
+def test_yolov3_priors_with_mixup_weights_and_random_shapes(build):
+    """yolov3_mixup: the weighted head appends each positive's mixup weight
+    after the classes, and the random shapes (BatchSyncRandomResize) need
+    a training run's iteration count and synchronise ranks: neither may
+    reach the count (both failed before a run had started)."""
+    from mmengine.logging import MessageHub
+    MessageHub.get_instance('prior_before_any_run')  # current, no 'iter'
+    model, dataset = build('yolov3_mixup.py')
+    assert model.data_preprocessor.batch_augments is not None
+    est = estimate_prior(model, dataset, None)
+    assert len(est.per_class_prior) == est.num_classes
+    assert sum(est.per_class_prior) == pytest.approx(1.0)
+
+
 def test_yolov3_anchor_in_both_masks_is_one_valid_anchor(build, monkeypatch):
     """YOLOv3's loss clamps pos + neg to 1 (loss_by_feat_single), so an
     anchor that is positive and negative counts once: 2 positives and 3
