@@ -124,14 +124,17 @@ class MixupSwitchHook(Hook):
                           f'{self.num_last_epochs} >= max_epochs='
                           f'{runner.max_epochs}, mixup is never used')
         transforms = list(pipeline_transforms(runner.train_dataloader.dataset))
+        weighted = any(
+            type(t).__name__ in self.type_keys
+            and getattr(t, 'with_weights', False) for t in transforms)
+        if not weighted:  # e.g. the paper's even 0.5:0.5 mixup
+            return
         droppers = sorted({
             type(t).__name__ for t in transforms
             if isinstance(t, PackDetInputs) and 'gt_weights' not in getattr(
                 t, 'mapping_table', {})
         })
-        if droppers and any(
-                type(t).__name__ in self.type_keys
-                and getattr(t, 'with_weights', False) for t in transforms):
+        if droppers:
             warnings.warn(
                 'MixupSwitchHook: mixup adds gt_weights, but the training '
                 f'pipeline packs with {droppers}, which drops keys it does '
@@ -167,6 +170,14 @@ class MixupSwitchHook(Hook):
         (with ``dry_run``, only count them)."""
         found = 0
         if isinstance(dataset, MultiImageMixDataset):
+            for t in dataset.pipeline_types:
+                if not isinstance(t, str) and getattr(
+                        t, '__name__', None) in self.type_keys:
+                    raise ValueError(
+                        f'MixupSwitchHook: the MultiImageMixDataset pipeline '
+                        f'gives {t.__name__} as a class; mmdet skips its '
+                        'transforms by their type strings only, so write '
+                        f"type='{t.__name__}'")
             # Types may be scoped ('mmdet.X'); skip the exact strings.
             hits = [
                 t for t in dataset.pipeline_types

@@ -222,6 +222,30 @@ def test_reports_the_heads_that_ignore_the_weights(toy_cfg, config, plain):
             hook.before_train(train)
 
 
+def test_plain_heads_are_fine_for_mixup_without_weights(toy_cfg):
+    # the paper's even 0.5:0.5 mixup adds no weights: nothing is ignored
+    train = runner(MultiImageMixDataset(
+        dataset=_Synthetic(pipeline=[_load]),
+        pipeline=[dict(type='VisuallyCoherentMixup', ratio=0.5,
+                       with_weights=False)]), 0)
+    train.model = MODELS.build(toy_cfg('retinanet_fl.py').model)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        MixupSwitchHook(num_last_epochs=1).before_train(train)
+
+
+def test_a_class_typed_mixup_in_multi_image_mix_dataset_is_named():
+    """mmdet's skip_type_keys match type strings: a class (as pure-Python
+    configs write it) could never be switched off."""
+    from mmdet_freebies.datasets.transforms import VisuallyCoherentMixup
+    dataset = MultiImageMixDataset(
+        dataset=_Synthetic(pipeline=[_load]),
+        pipeline=[dict(type=VisuallyCoherentMixup, ratio=0.5)])
+    with pytest.raises(ValueError, match="gives VisuallyCoherentMixup as a "
+                       "class; .* write type='VisuallyCoherentMixup'"):
+        MixupSwitchHook(num_last_epochs=1).before_train(runner(dataset, 0))
+
+
 def test_a_plain_roi_head_around_a_weighted_bbox_head_is_reported(toy_cfg):
     cfg = toy_cfg('faster_rcnn_mixup.py').model
     cfg.roi_head.type = 'StandardRoIHead'
