@@ -34,6 +34,12 @@ def main(argv=None):
     for path in args.configs:
         if not osp.isfile(path):
             parser.error(f'config file {path!r} does not exist')
+    # a row is named, and gets its work dir, by the config's file name
+    names = [osp.splitext(osp.basename(p))[0] for p in args.configs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        parser.error(f'configs named alike would share a row and a work '
+                     f'dir: {repeated}; rename one, or run them apart')
 
     rows = {}
     for path in args.configs:
@@ -44,7 +50,8 @@ def main(argv=None):
             toy_data=args.toy_data, cfg_options=args.cfg_options,
             seed=args.seed)
         r = rows[name]
-        status = 'diverged/failed' if r['diverged'] else 'ok'
+        status = 'failed, see the log' if r.get('failed') else \
+            'diverged' if r['diverged'] else 'ok'
         print(f"[ablate] {name}: {status} in {r['seconds']:.0f} s "
               f"(log: {osp.join(args.work_dir, name, 'ablate_stdout.log')})",
               flush=True)

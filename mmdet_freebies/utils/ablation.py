@@ -23,6 +23,8 @@ METRICS = (('AP', 'coco/bbox_mAP'), ('AP50', 'coco/bbox_mAP_50'),
            ('AP75', 'coco/bbox_mAP_75'), ('AP_S', 'coco/bbox_mAP_s'),
            ('AP_M', 'coco/bbox_mAP_m'), ('AP_L', 'coco/bbox_mAP_l'))
 _REG_WORDS = ('bbox', 'xy', 'wh', 'iou', 'centerness')
+# logged iterations averaged for the curves and the final losses
+SMOOTH = 5
 
 
 def read_scalars(work_dir: str, exclude: Sequence[str] = ()) -> List[Dict]:
@@ -73,18 +75,25 @@ def train_and_eval(config: str,
             differ only by their config. Defaults to 0.
         extra_args (Sequence[str]): More ``tools/train.py`` flags.
 
+    The run logs each logged iteration's own losses
+    (``log_processor.window_size=1``), not mmengine's running mean over 50
+    iterations: the GuidedLossScaling ratio is logged per iteration, and
+    the curves divide one by the other.
+
     Returns:
         dict: the metrics the last validation returned (mmengine's keys,
         e.g. ``coco/bbox_mAP``; none when it ran no validation),
-        ``diverged`` (a non-finite loss or a failed run), ``returncode``,
-        ``seconds`` and ``loss_history`` (this launch's per-iteration
-        training records).
+        ``diverged`` (a non-finite loss or a failed run), ``failed`` (the
+        run exited with an error and logged no non-finite loss),
+        ``returncode``, ``seconds`` and ``loss_history`` (this launch's
+        training records, one per logged iteration).
     """
     # the run starts in the repository: relative paths are the caller's
     config, work_dir = osp.abspath(config), osp.abspath(work_dir)
     toy_data = osp.join(REPO, TOY_DATA_ROOT) if toy_data is None else \
         osp.abspath(toy_data)
-    options = {'randomness.seed': seed, **(cfg_options or {})}
+    options = {'randomness.seed': seed, 'log_processor.window_size': 1,
+               **(cfg_options or {})}
     val_json = osp.join(work_dir, 'val_metrics.json')
     cmd = [sys.executable, TRAIN, config, '--work-dir', work_dir,
            '--val-metrics', val_json,
@@ -114,12 +123,24 @@ def train_and_eval(config: str,
                      for k, v in r.items()
                      if k.startswith('loss') and isinstance(v, float))
     return dict(metrics, diverged=non_finite or proc.returncode != 0,
+                failed=proc.returncode != 0 and not non_finite,
                 returncode=proc.returncode, seconds=seconds,
                 loss_history=history, command=' '.join(cmd))
 
 
+def _mean(values: List[float]) -> float:
+    return sum(values) / len(values) if values else float('nan')
+
+
+def _smooth(values: List[float], window: int = SMOOTH) -> List[float]:
+    """Trailing mean over up to ``window`` values."""
+    return [_mean(values[max(0, i + 1 - window):i + 1])
+            for i in range(len(values))]
+
+
 def markdown_table(rows: Dict[str, Dict]) -> str:
-    """Rows keyed by name -> a Markdown table; diverged rows read n/a."""
+    """Rows keyed by name -> a Markdown table; diverged rows read n/a. The
+    final losses are the mean of the last ``SMOOTH`` logged iterations."""
     head = ['Config'] + [m for m, _ in METRICS] + ['final L_cls',
                                                    'final L_reg', 'time']
     lines = ['| ' + ' | '.join(head) + ' |',
@@ -131,17 +152,37 @@ def markdown_table(rows: Dict[str, Dict]) -> str:
             values = ['no det.'] * len(METRICS)
         else:
             values = [f'{r[key]:.3f}' for _, key in METRICS]
-        last = split_losses(r['loss_history'][-1]) if r['loss_history'] \
-            else dict(cls=float('nan'), reg=float('nan'))
-        values += [f"{last['cls']:.4g}", f"{last['reg']:.4g}",
+        last = [split_losses(rec) for rec in r['loss_history'][-SMOOTH:]]
+        values += [f"{_mean([s['cls'] for s in last]):.4g}",
+                   f"{_mean([s['reg'] for s in last]):.4g}",
                    f"{r['seconds'] / 60:.1f} min"]
         lines.append(f'| {name} | ' + ' | '.join(values) + ' |')
     return '\n'.join(lines)
 
 
+def loss_curves(history: List[Dict]) -> Dict[str, List[float]]:
+    """``iter``, ``cls``, ``reg`` and, for one GuidedLossScaling group,
+    ``cls_before_gls`` of a run's records, each the trailing mean of
+    ``SMOOTH`` logged iterations."""
+    split = [split_losses(rec) for rec in history]
+    curves = dict(iter=[rec.get('iter', i) for i, rec in enumerate(history)],
+                  cls=_smooth([s['cls'] for s in split]),
+                  reg=_smooth([s['reg'] for s in split]))
+    ratios = [k for k in history[0] if k.startswith('gls_')] if history \
+        else []
+    if len(ratios) == 1:
+        # GuidedLossScaling logs the scaled L_cls (equal to L_reg); dividing
+        # by the same iteration's ratio recovers the CE loss it was built
+        # from, before the smoothing
+        curves['cls_before_gls'] = _smooth(
+            [s['cls'] / rec[ratios[0]] for s, rec in zip(split, history)])
+    return curves
+
+
 def plot_losses(rows: Dict[str, Dict], out: str) -> None:
     """Classification against regression loss over iterations, one panel
-    per row (the Sampling-Free paper's Fig. 3)."""
+    per row (the Sampling-Free paper's Fig. 3), each curve the trailing
+    mean of ``SMOOTH`` logged iterations."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -149,24 +190,20 @@ def plot_losses(rows: Dict[str, Dict], out: str) -> None:
     fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.4),
                              squeeze=False, sharey=True)
     for ax, (name, r) in zip(axes[0], rows.items()):
-        its = [rec.get('iter', i) for i, rec in enumerate(r['loss_history'])]
-        split = [split_losses(rec) for rec in r['loss_history']]
-        ax.plot(its, [s['cls'] for s in split], label='classification')
-        ax.plot(its, [s['reg'] for s in split], label='regression')
-        ratios = [k for k in r['loss_history'][0] if k.startswith('gls_')] \
-            if r['loss_history'] else []
-        if len(ratios) == 1:
-            # GuidedLossScaling logs the scaled L_cls (equal to L_reg);
-            # dividing by its ratio recovers the CE loss it was built from.
-            ax.plot(its, [s['cls'] / rec[ratios[0]]
-                          for s, rec in zip(split, r['loss_history'])],
-                    '--', color='C0', label='classification before GLS')
+        curves = loss_curves(r['loss_history'])
+        its = curves['iter']
+        ax.plot(its, curves['cls'], label='classification')
+        ax.plot(its, curves['reg'], label='regression')
+        if 'cls_before_gls' in curves:
+            ax.plot(its, curves['cls_before_gls'], '--', color='C0',
+                    label='classification before GLS')
         ax.set_yscale('log')
-        ax.set_title(name + (' (diverged)' if r['diverged'] else ''),
-                     fontsize=9)
+        status = ' (failed)' if r.get('failed') else \
+            ' (diverged)' if r['diverged'] else ''
+        ax.set_title(name + status, fontsize=9)
         ax.set_xlabel('iteration')
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel('training loss (logged)')
+    axes[0][0].set_ylabel(f'training loss (mean of {SMOOTH} logged its.)')
     for ax in axes[0]:
         ax.legend(fontsize=7)
     fig.tight_layout()

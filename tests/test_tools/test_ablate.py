@@ -58,3 +58,20 @@ def test_exit_status_and_missing_config(tmp_path, monkeypatch, capsys):
         ablate.main(['configs/nope.py'])
     assert "config file 'configs/nope.py' does not exist" in \
         capsys.readouterr().err
+    # two configs of one name would share a row and a work dir
+    other = tmp_path / 'elsewhere' / 'retinanet_fl.py'
+    other.parent.mkdir()
+    other.write_text("_base_ = '%s'\n" % osp.join(CONFIGS, 'retinanet_ce.py'))
+    with pytest.raises(SystemExit):
+        ablate.main([config, str(other), '--work-dir', str(tmp_path)])
+    assert "configs named alike would share a row and a work dir: " \
+        "['retinanet_fl']" in capsys.readouterr().err
+
+
+def test_a_run_that_failed_is_not_called_diverged(tmp_path, monkeypatch,
+                                                  capsys):
+    monkeypatch.setattr(ablate, 'train_and_eval', lambda *a, **k: dict(
+        _row(0.0, diverged=True), failed=True, loss_history=[]))
+    config = osp.join(CONFIGS, 'retinanet_fl.py')
+    assert ablate.main([config, '--work-dir', str(tmp_path)]) == 1
+    assert 'retinanet_fl: failed, see the log' in capsys.readouterr().out

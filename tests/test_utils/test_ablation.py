@@ -5,8 +5,8 @@ import subprocess
 import pytest
 
 from mmdet_freebies.utils import ablation
-from mmdet_freebies.utils.ablation import (markdown_table, plot_losses,
-                                           split_losses)
+from mmdet_freebies.utils.ablation import (loss_curves, markdown_table,
+                                           plot_losses, split_losses)
 
 
 def _row(diverged=False, metrics=True, gls=False):
@@ -33,10 +33,28 @@ def test_markdown_table_marks_diverged_and_empty_rows():
     table = markdown_table({'ok': _row(), 'bad': _row(diverged=True),
                             'none': _row(metrics=False)}).splitlines()
     assert table[0].startswith('| Config | AP | AP50 |')
+    # final losses: the mean of the last 5 (here all 3) logged iterations
     assert table[2] == ('| ok | 0.250 | 0.500 | 0.200 | 0.100 | 0.300 | '
-                        '0.400 | 0.3333 | 0.75 | 1.5 min |')
+                        '0.400 | 0.6111 | 0.75 | 1.5 min |')
     assert table[3].startswith('| bad | n/a | n/a |')
     assert table[4].startswith('| none | no det. | no det. |')
+
+
+def test_loss_curves_undo_gls_per_iteration_then_smooth():
+    """The CE loss before GLS is each iteration's logged L_cls over the
+    same iteration's ratio, averaged afterwards: 1 / 0.5 and 3 / 1 give 2
+    and 2.5; dividing averages (1 and 2 by 0.5 and 1) would give 2, 2."""
+    history = [dict(iter=1, loss_cls=1.0, loss_bbox=1.0, gls_ratio_cls=0.5),
+               dict(iter=2, loss_cls=3.0, loss_bbox=3.0, gls_ratio_cls=1.0)]
+    curves = loss_curves(history)
+    assert curves['iter'] == [1, 2]
+    assert curves['cls'] == curves['reg'] == [1.0, 2.0]
+    assert curves['cls_before_gls'] == [2.0, 2.5]
+    # a trailing mean over the last 5 logged iterations
+    long = [dict(iter=i, loss_cls=float(i), loss_bbox=1.0)
+            for i in range(1, 8)]
+    assert loss_curves(long)['cls'] == [1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0]
+    assert 'cls_before_gls' not in loss_curves(long)
 
 
 def test_plot_losses_writes_png(tmp_path):
@@ -61,6 +79,8 @@ def test_train_and_eval_paths_are_the_callers(tmp_path, monkeypatch):
     assert cmd[cmd.index('--work-dir') + 1] == str(tmp_path / 'work')
     assert cmd[cmd.index('--toy-data') + 1] == str(tmp_path / 'toy')
     assert osp.isfile(tmp_path / 'work' / 'ablate_stdout.log')
+    # one iteration's losses per log record, not 50-iteration means
+    assert 'log_processor.window_size=1' in cmd
     ablation.train_and_eval('my.py', 'work', toy='tiny')  # the default
     assert calls[1][0][calls[1][0].index('--toy-data') + 1] == osp.join(
         ablation.REPO, 'data/toy/')
@@ -77,11 +97,12 @@ def _launch(work, stamp, losses, ap):
             {'coco/bbox_mAP': ap, 'step': 1}) + '\n')
 
 
-@pytest.mark.parametrize('loss, returncode, diverged', [
-    (1.5, 0, False), (float('nan'), 0, True), (1.5, 1, True)])
+@pytest.mark.parametrize('loss, returncode, diverged, failed', [
+    (1.5, 0, False, False), (float('nan'), 0, True, False),
+    (1.5, 1, True, True)])
 def test_train_and_eval_reads_this_launchs_results(tmp_path, monkeypatch,
                                                    loss, returncode,
-                                                   diverged):
+                                                   diverged, failed):
     """Metrics are what the last validation returned (--val-metrics), the
     history is this launch's; an earlier launch in the same work dir is
     ignored. A non-finite loss or a failed process marks the run
@@ -100,6 +121,7 @@ def test_train_and_eval_reads_this_launchs_results(tmp_path, monkeypatch,
     monkeypatch.setattr(subprocess, 'run', fake_run)
     r = ablation.train_and_eval('my.py', str(work), toy=None)
     assert r['diverged'] is diverged
+    assert r['failed'] is failed  # an error, not a non-finite loss
     assert r['returncode'] == returncode
     assert r['coco/bbox_mAP'] == 0.3
     assert [h['iter'] for h in r['loss_history']] == [1, 2]
