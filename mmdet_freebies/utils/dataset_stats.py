@@ -196,6 +196,15 @@ def plot_histograms(stats: Dict[str, dict], out_dir: str) -> List[str]:
         plt.close(fig)
         paths.append(path)
 
+    def hist(ax, values, bins, label) -> None:
+        # several splits: each bar is a share of its split's boxes (density
+        # would divide by the bins' linear widths, which grow on log bins)
+        weights = np.full(len(values), 1 / len(values)) \
+            if len(splits) > 1 and len(values) else None
+        ax.hist(values, bins=bins, weights=weights, alpha=0.6, label=label)
+
+    ylabel = 'share of boxes' if len(splits) > 1 else 'boxes'
+
     # Box sizes: log bins; the 32 px line marks COCO/EIC "small".
     fig, ax = plt.subplots(figsize=(6, 3.6))
     sizes = np.concatenate([stats[s]['sizes'] for s in splits])
@@ -203,8 +212,7 @@ def plot_histograms(stats: Dict[str, dict], out_dir: str) -> List[str]:
     lo, hi = (sizes.min(), sizes.max()) if sizes.size else (1, 2)
     bins = np.geomspace(max(lo, 1e-1), max(hi, lo * 1.01), 30)
     for s in splits:
-        ax.hist(stats[s]['sizes'], bins=bins, alpha=0.6, label=s,
-                density=len(splits) > 1)
+        hist(ax, stats[s]['sizes'], bins, s)
     ax.axvline(32, color='k', ls='--', lw=1, label='32 px (small)')
     ax.set_xscale('log')
     ticks = [t for t in (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -213,7 +221,7 @@ def plot_histograms(stats: Dict[str, dict], out_dir: str) -> List[str]:
     ax.set_xticklabels([str(t) for t in ticks])
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel('box size sqrt(w h) [px]')
-    ax.set_ylabel('density' if len(splits) > 1 else 'boxes')
+    ax.set_ylabel(ylabel)
     ax.legend()
     save(fig, 'box_sizes.png')
 
@@ -221,13 +229,13 @@ def plot_histograms(stats: Dict[str, dict], out_dir: str) -> List[str]:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     bins = np.geomspace(1 / 16, 16, 33)
     for s in splits:
-        ax.hist(np.clip(stats[s]['aspect_ratios'], bins[0], bins[-1]),
-                bins=bins, alpha=0.6, label=s, density=len(splits) > 1)
+        hist(ax, np.clip(stats[s]['aspect_ratios'], bins[0], bins[-1]), bins,
+             s)
     for x in (1 / TWISTED_RATIO, TWISTED_RATIO):
         ax.axvline(x, color='k', ls='--', lw=1)
     ax.set_xscale('log')
     ax.set_xlabel('aspect ratio w / h (dashed: twisted beyond 1/4 and 4)')
-    ax.set_ylabel('density' if len(splits) > 1 else 'boxes')
+    ax.set_ylabel(ylabel)
     ax.legend()
     save(fig, 'aspect_ratios.png')
 

@@ -57,6 +57,27 @@ def test_table_and_histograms(tmp_path):
     assert all(osp.getsize(p) > 1000 for p in paths)
 
 
+def test_split_histograms_are_shares_of_boxes(tmp_path, monkeypatch):
+    """With two splits each bar is a share of its split's boxes, so the
+    bars of a split sum to 1 on the log bins; a density would divide by
+    each bin's linear width and shrink the bars of large boxes."""
+    import matplotlib.axes
+    hist, bars = matplotlib.axes.Axes.hist, []
+
+    def spy(self, x, *args, **kwargs):
+        out = hist(self, x, *args, **kwargs)
+        bars.append(out[0])
+        return out
+
+    monkeypatch.setattr(matplotlib.axes.Axes, 'hist', spy)
+    stats = dict(train=compute_stats(RECORDS, ('a', 'b', 'c')),
+                 val=compute_stats(RECORDS[:1], ('a', 'b', 'c')))
+    plot_histograms(stats, str(tmp_path))
+    assert len(bars) == 4  # sizes and aspect ratios, two splits each
+    for heights in bars:
+        assert heights.sum() == pytest.approx(1.0)
+
+
 def test_collect_matches_the_annotation_file(toy_cfg, toy_data_root):
     register_all_modules()
     cfg = toy_cfg('retinanet_fl.py')
