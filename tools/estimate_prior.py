@@ -8,6 +8,8 @@ Examples:
 """
 import argparse
 import json
+import os
+import os.path as osp
 import sys
 
 from mmdet_freebies.utils.cli import (UserInputError, add_common_args,
@@ -106,6 +108,7 @@ def main(argv=None):
     for name, p, n in zip(classes, e.per_class_prior, e.fg_per_class):
         print(f'{name:>{width}} {p:>11.4e} {n:>10.1f}')
     if args.json:
+        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
         with open(args.json, 'w') as f:
             json.dump(e.to_dict(), f, indent=2)
 

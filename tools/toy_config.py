@@ -22,6 +22,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not osp.isfile(args.config):
         parser.error(f'config file {args.config!r} does not exist')
+    if osp.splitext(args.out)[1] not in ('.py', '.json', '.yaml', '.yml'):
+        parser.error(f'--out {args.out!r} must end in .py, .json or .yaml '
+                     '(the format mmengine dumps the config in)')
     cfg = Config.fromfile(args.config)
     try:
         apply_toy(cfg, args.size, osp.abspath(args.toy_data))

@@ -8,6 +8,8 @@ Examples:
 import argparse
 import json
 import numbers
+import os
+import os.path as osp
 import sys
 
 import torch
@@ -49,6 +51,9 @@ class ValMetricsWriter(Hook):
 
     def after_val_epoch(self, runner, metrics=None):
         if is_main_process():
+            # its folder may be the work dir, made by the runner, or a
+            # mistyped one: made here rather than failing after training
+            os.makedirs(osp.dirname(osp.abspath(self.path)), exist_ok=True)
             with open(self.path, 'w') as f:
                 json.dump({k: float(v) if isinstance(v, numbers.Real) else
                            str(v) for k, v in (metrics or {}).items()}, f)

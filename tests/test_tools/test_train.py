@@ -330,6 +330,25 @@ def test_empty_annotation_file_is_named(tmp_path, toy_data_root):
     assert 'Traceback' not in proc.stderr
 
 
+def test_val_metrics_folder_is_made_when_written(tmp_path):
+    """A --val-metrics file in a folder that does not exist yet (the work
+    dir, or a mistyped one) is written, not lost after the training."""
+    train = import_tool('train')
+    path = tmp_path / 'not' / 'yet' / 'val.json'
+    train.ValMetricsWriter(str(path)).after_val_epoch(
+        None, {'coco/bbox_mAP': 0.5, 'note': 'x'})
+    assert json.loads(path.read_text()) == {'coco/bbox_mAP': 0.5,
+                                            'note': 'x'}
+
+
+def test_toy_config_out_needs_a_config_format(capsys):
+    toy_config = import_tool('toy_config')
+    with pytest.raises(SystemExit):
+        toy_config.main([f'{CONFIGS}/retinanet_fl.py', '--out', '/tmp/x'])
+    assert "--out '/tmp/x' must end in .py, .json or .yaml" in \
+        capsys.readouterr().err
+
+
 def test_missing_config():
     proc = _run([sys.executable, TRAIN, 'configs/nope.py'])
     assert "config file 'configs/nope.py' does not exist" in proc.stderr
