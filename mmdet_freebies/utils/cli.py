@@ -152,9 +152,11 @@ def check_checkpoint(path: str, what: str = 'checkpoint') -> None:
         raise UserInputError(f'{what} {path!r} does not exist')
 
 
-def check_annotation_file(path: str) -> None:
-    """Raise ``UserInputError`` naming ``path`` if it is missing, empty or
-    has no images."""
+def check_annotation_file(path: str, training: bool = False) -> None:
+    """Raise ``UserInputError`` naming ``path`` if it is missing, empty, not
+    a COCO file (a JSON object), or has no images or categories; for
+    ``training``, also without annotations (mmdet's ``filter_empty_gt``
+    would then drop every image)."""
     if not osp.isfile(path):
         raise UserInputError(
             f'annotation file {path!r} does not exist (check data_root and '
@@ -169,8 +171,15 @@ def check_annotation_file(path: str) -> None:
         except ValueError as e:
             raise UserInputError(f'annotation file {path!r} is not valid '
                                  f'JSON: {e}')
-        if isinstance(content, dict) and not content.get('images'):
-            raise UserInputError(f'annotation file {path!r} has no images')
+        if not isinstance(content, dict):
+            raise UserInputError(
+                f'annotation file {path!r} is not a COCO annotation file (a '
+                'JSON object with images, annotations and categories)')
+        for key in ('images', 'categories') + (
+                ('annotations', ) if training else ()):
+            if not content.get(key):
+                raise UserInputError(f'annotation file {path!r} has no '
+                                     f'{key}')
 
 
 def check_pretrained(cfg: Config) -> None:
@@ -212,4 +221,5 @@ def check_data(cfg: Config, loaders: Optional[List[str]] = None) -> None:
             if not path:
                 continue
             check_annotation_file(
-                path if osp.isabs(path) else osp.join(root, path))
+                path if osp.isabs(path) else osp.join(root, path),
+                training=loader == 'train_dataloader')

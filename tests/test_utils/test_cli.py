@@ -23,6 +23,9 @@ from helpers import CONFIGS
     ('{', 'is not valid JSON'),
     ('{}', 'has no images'),
     (json.dumps(dict(images=[], annotations=[])), 'has no images'),
+    ('[]', 'is not a COCO annotation file'),
+    (json.dumps(dict(images=[dict(id=1)], annotations=[])),
+     'has no categories'),
 ])
 def test_bad_annotation_file_is_named(tmp_path, content, match):
     path = tmp_path / 'ann.json'
@@ -33,9 +36,14 @@ def test_bad_annotation_file_is_named(tmp_path, content, match):
 
 
 def test_annotation_file_with_images_passes(tmp_path):
+    """Without annotations a file may serve for testing, not for training:
+    mmdet's filter_empty_gt would drop every image."""
     path = tmp_path / 'ann.json'
-    path.write_text(json.dumps(dict(images=[dict(id=1)], annotations=[])))
+    path.write_text(json.dumps(dict(images=[dict(id=1)], annotations=[],
+                                    categories=[dict(id=1, name='a')])))
     check_annotation_file(str(path))
+    with pytest.raises(UserInputError, match='has no annotations'):
+        check_annotation_file(str(path), training=True)
 
 
 SLURM = dict(SLURM_PROCID='3', SLURM_NTASKS='8', SLURM_LOCALID='1',
