@@ -70,8 +70,11 @@ def load_config(args: argparse.Namespace) -> Config:
         raise UserInputError(
             f'cannot load config {args.config!r}: {type(e).__name__}: {e}')
     if args.toy is not None:
+        # --cfg-options train_cfg.max_epochs=N: the toy schedule (steps,
+        # cosine, mixup switch, validation) is scaled to N, not to the size's
+        max_epochs = (args.cfg_options or {}).get('train_cfg.max_epochs')
         try:
-            apply_toy(cfg, args.toy, args.toy_data)
+            apply_toy(cfg, args.toy, args.toy_data, max_epochs=max_epochs)
         except (FileNotFoundError, ValueError) as e:
             raise UserInputError(f'--toy: {e}')
     if args.cfg_options:

@@ -25,12 +25,13 @@ assigners, test thresholds) is left as the config has it.
 import json
 import os.path as osp
 import warnings
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from mmengine.config import Config, ConfigDict
 
 from ..datasets.toy import GENERATOR_VERSION
+from .checks import is_int
 
 # Presets: 'tiny' for unit tests (a few iterations), 'small' for the demo
 # and ablations (a model that clearly learns in a few minutes).
@@ -256,7 +257,8 @@ def _patch_schedule(cfg: Config, preset: dict) -> None:
 
 
 def apply_toy(cfg: Config, size: str = 'small',
-              data_root: str = TOY_DATA_ROOT) -> Config:
+              data_root: str = TOY_DATA_ROOT,
+              max_epochs: Optional[int] = None) -> Config:
     """Rewrite ``cfg`` in place to run on the embedded toy dataset.
 
     Args:
@@ -265,6 +267,8 @@ def apply_toy(cfg: Config, size: str = 'small',
         size (str): A key of ``TOY_SIZES``. Defaults to 'small'.
         data_root (str): Root written by ``tools/make_toy_dataset.py``.
             Defaults to 'data/toy/'.
+        max_epochs (int, optional): Epochs instead of the size's; the
+            schedule is scaled to them. Defaults to None.
 
     Returns:
         Config: ``cfg`` itself, for chaining.
@@ -274,7 +278,12 @@ def apply_toy(cfg: Config, size: str = 'small',
         if key not in cfg:
             raise ValueError(f'cannot apply --toy: the config has no '
                              f'{key!r}')
-    preset = TOY_SIZES[size]
+    preset = dict(TOY_SIZES[size])
+    if max_epochs is not None:
+        if not is_int(max_epochs) or max_epochs < 1:
+            raise ValueError(f'max_epochs must be an int >= 1, got '
+                             f'{max_epochs!r}')
+        preset['max_epochs'] = max_epochs
     data_root = data_root.rstrip('/') + '/'
     classes = _toy_classes(data_root)
     cpu = not torch.cuda.is_available()
