@@ -41,6 +41,19 @@ def main(argv=None):
         parser.error(f'configs named alike would share a row and a work '
                      f'dir: {repeated}; rename one, or run them apart')
 
+    os.makedirs(args.work_dir, exist_ok=True)
+    plot = osp.join(args.work_dir, 'losses.png')
+
+    def write(rows):
+        """The table, results and plot of the rows so far: written after
+        every row, so an interrupted ablation keeps its finished rows."""
+        plot_losses(rows, plot)
+        with open(osp.join(args.work_dir, 'table.md'), 'w') as f:
+            f.write(markdown_table(rows) + '\n')
+        with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
+            json.dump({k: {m: v for m, v in r.items() if m != 'loss_history'}
+                       for k, r in rows.items()}, f, indent=1)
+
     rows = {}
     for path in args.configs:
         name = osp.splitext(osp.basename(path))[0]
@@ -55,17 +68,9 @@ def main(argv=None):
         print(f"[ablate] {name}: {status} in {r['seconds']:.0f} s "
               f"(log: {osp.join(args.work_dir, name, 'ablate_stdout.log')})",
               flush=True)
+        write(rows)
 
-    table = markdown_table(rows)
-    os.makedirs(args.work_dir, exist_ok=True)
-    plot = osp.join(args.work_dir, 'losses.png')
-    plot_losses(rows, plot)
-    with open(osp.join(args.work_dir, 'table.md'), 'w') as f:
-        f.write(table + '\n')
-    with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
-        json.dump({k: {m: v for m, v in r.items() if m != 'loss_history'}
-                   for k, r in rows.items()}, f, indent=1)
-    print('\n' + table + '\n')
+    print('\n' + markdown_table(rows) + '\n')
     print(f'loss curves: {plot}')
     return 1 if all(r['diverged'] for r in rows.values()) else 0
 

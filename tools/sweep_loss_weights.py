@@ -192,13 +192,16 @@ def main(argv=None) -> int:
         r = train_and_eval(config, osp.join(work_dir, f'{value:g}'),
                            toy=args.toy, toy_data=args.toy_data,
                            cfg_options={args.key: value}, seed=args.seed)
-        print(f"  AP={r.get('coco/bbox_mAP', 'n/a')} "
-              f"diverged={r['diverged']}", flush=True)
+        # as the table reads: n/a for a diverged or failed run
+        ap = 'n/a' if r['diverged'] else r.get('coco/bbox_mAP', 'no det.')
+        print(f"  AP={ap} diverged={r['diverged']}", flush=True)
         results.append(r)
-    table = markdown_table(args.key, values, results)
-    with open(osp.join(work_dir, 'sweep.md'), 'w') as f:
-        f.write(table + '\n')
-    plot_sweep(args.key, values, results, osp.join(work_dir, 'sweep.png'))
+        # after every run, so an interrupted sweep keeps the finished ones
+        table = markdown_table(args.key, values[:len(results)], results)
+        with open(osp.join(work_dir, 'sweep.md'), 'w') as f:
+            f.write(table + '\n')
+        plot_sweep(args.key, values[:len(results)], results,
+                   osp.join(work_dir, 'sweep.png'))
     print(table)
     print(f'wrote {work_dir}/sweep.md and {work_dir}/sweep.png')
     # as tools/ablate.py: non-zero when no run finished

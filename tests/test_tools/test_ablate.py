@@ -68,6 +68,26 @@ def test_exit_status_and_missing_config(tmp_path, monkeypatch, capsys):
         "['retinanet_fl']" in capsys.readouterr().err
 
 
+def test_an_interrupted_ablation_keeps_its_finished_rows(tmp_path,
+                                                        monkeypatch):
+    def train_and_eval(path, work_dir, **kwargs):
+        if 'ce' in path:
+            raise KeyboardInterrupt  # Ctrl-C during the second row
+        return _row(0.25)
+
+    monkeypatch.setattr(ablate, 'train_and_eval', train_and_eval)
+    work = str(tmp_path / 'ablate')
+    with pytest.raises(KeyboardInterrupt):
+        ablate.main([osp.join(CONFIGS, c) for c in ('retinanet_fl.py',
+                                                    'retinanet_ce.py')] +
+                    ['--work-dir', work])
+    table = open(osp.join(work, 'table.md')).read()
+    assert '| retinanet_fl | 0.250 |' in table and 'retinanet_ce' not in table
+    assert list(json.load(open(osp.join(work, 'results.json')))) == [
+        'retinanet_fl']
+    assert osp.isfile(osp.join(work, 'losses.png'))
+
+
 def test_a_run_that_failed_is_not_called_diverged(tmp_path, monkeypatch,
                                                   capsys):
     monkeypatch.setattr(ablate, 'train_and_eval', lambda *a, **k: dict(
