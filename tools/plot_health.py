@@ -20,10 +20,15 @@ from mmdet_freebies.engine.hooks import TrainingHealthHook
 from mmdet_freebies.utils.ablation import read_scalars
 from mmdet_freebies.utils.cli import UserInputError
 
-# (key prefix, title, log scale)
-PANELS = (('health/ratio_', 'cls / reg loss ratio', True),
-          ('health/grad_norm_', 'grad norm of the cls layer', True),
-          ('health/fg_max', 'highest foreground score', False))
+# (key prefix, title, log scale). mmengine's logger averages keys named
+# like grad_norm over its window, and repeats the last fg_max sample (taken
+# every score_interval iterations) until the next: the titles say so.
+PANELS = (('health/ratio_', 'cls / reg loss ratio (per iteration)', True),
+          ('health/grad_norm_',
+           "grad norm of the cls layer\n(running mean over the logger's "
+           'window)', True),
+          ('health/fg_max', 'highest foreground score\n(held between '
+           'samples, every score_interval its.)', False))
 
 
 def parse_args(argv=None):
@@ -99,9 +104,12 @@ def main(argv=None) -> int:
             for j, key in enumerate(keys):
                 name = key[len(prefix):]
                 heads.add(name)
+                # a sample is held until the next: a step, not points
+                held = prefix == 'health/fg_max'
                 ax.plot([r['iter'] for r in records if key in r],
                         [r[key] for r in records if key in r],
-                        marker='.', color=f'C{i}',
+                        marker=None if held else '.', color=f'C{i}',
+                        drawstyle='steps-post' if held else 'default',
                         linestyle=('-', '--', ':', '-.')[j % 4],
                         label=f'{label} {name}' if name else label)
         if prefix == 'health/ratio_' and heads:
