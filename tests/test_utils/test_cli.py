@@ -123,3 +123,18 @@ def test_torchvision_checkpoint_without_torchvision_is_named(
     cli.check_pretrained(Config.fromfile(f'{CONFIGS}/yolov3_baseline.py'))
     monkeypatch.setitem(sys.modules, 'torchvision', types.ModuleType('tv'))
     cli.check_pretrained(cfg)
+
+
+def test_pytorch_launcher_outside_torchrun_is_named(monkeypatch):
+    from types import SimpleNamespace
+
+    from mmdet_freebies.utils.cli import load_config
+    for key in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+        monkeypatch.delenv(key, raising=False)
+    args = SimpleNamespace(
+        config=f'{CONFIGS}/retinanet_fl.py', toy=None, local_rank=0,
+        launcher='pytorch', work_dir=None, cfg_options=None)
+    with pytest.raises(UserInputError, match='--launcher pytorch needs the '
+                       'variables torchrun sets .RANK, WORLD_SIZE, '
+                       'MASTER_ADDR, MASTER_PORT missing.'):
+        load_config(args)
