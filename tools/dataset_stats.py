@@ -71,7 +71,8 @@ def main(argv=None):
         stats[split] = compute_stats(collect_annotations(dataset), classes)
     anchors = {}
     if args.prior_images > 0:
-        print(f'train: anchor fg/bg ratio on {args.prior_images} images')
+        print(f'train: anchor fg/bg ratio on up to {args.prior_images} '
+              'images')
         anchors['train'] = anchor_balance(cfg, args.prior_images)
     table = format_table(stats, anchors)
     out_dir = args.out_dir or osp.join(cfg.work_dir, 'dataset_stats')
