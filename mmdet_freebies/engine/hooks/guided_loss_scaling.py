@@ -99,9 +99,9 @@ class GuidedLossScaler:
             ``freeze`` at the mean of its valid warm-up ratios over all ranks
             (summed by a small all-reduce per warm-up iteration, with or
             without ``sync``), so every rank and a resumed run use the same
-            ratio; a group with no valid warm-up
-            ratio freezes at its first valid one, with a warning. 0 keeps
-            the per-iteration ratio of the paper. Defaults to 0.
+            ratio; a group with no valid warm-up ratio freezes at its first
+            valid one, with a warning. 0 keeps the per-iteration ratio of
+            the paper. Defaults to 0.
     """
 
     def __init__(self,

@@ -181,7 +181,7 @@ class MixupSwitchHook(Hook):
             # Types may be scoped ('mmdet.X'); skip the exact strings.
             hits = [
                 t for t in dataset.pipeline_types
-                if t.split('.')[-1] in self.type_keys
+                if isinstance(t, str) and t.split('.')[-1] in self.type_keys
             ]
             if hits and not dry_run:
                 old = list(dataset._skip_type_keys or [])

@@ -237,13 +237,21 @@ def test_plain_heads_are_fine_for_mixup_without_weights(toy_cfg):
 def test_a_class_typed_mixup_in_multi_image_mix_dataset_is_named():
     """mmdet's skip_type_keys match type strings: a class (as pure-Python
     configs write it) could never be switched off."""
+    from mmdet.datasets.transforms import RandomFlip
+
     from mmdet_freebies.datasets.transforms import VisuallyCoherentMixup
+    flip = dict(type=RandomFlip, prob=0.5)  # other classes are fine
     dataset = MultiImageMixDataset(
         dataset=_Synthetic(pipeline=[_load]),
-        pipeline=[dict(type=VisuallyCoherentMixup, ratio=0.5)])
+        pipeline=[dict(type=VisuallyCoherentMixup, ratio=0.5), flip])
     with pytest.raises(ValueError, match="gives VisuallyCoherentMixup as a "
                        "class; .* write type='VisuallyCoherentMixup'"):
         MixupSwitchHook(num_last_epochs=1).before_train(runner(dataset, 0))
+    dataset = MultiImageMixDataset(
+        dataset=_Synthetic(pipeline=[_load]),
+        pipeline=[dict(type='VisuallyCoherentMixup', ratio=0.5), flip])
+    MixupSwitchHook(num_last_epochs=1).before_train_epoch(runner(dataset, 4))
+    assert dataset._skip_type_keys == ['VisuallyCoherentMixup']
 
 
 def test_a_plain_roi_head_around_a_weighted_bbox_head_is_reported(toy_cfg):
