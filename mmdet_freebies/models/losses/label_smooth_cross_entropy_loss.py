@@ -95,8 +95,9 @@ class LabelSmoothCrossEntropyLoss(CrossEntropyLoss):
 
     Same constructor (but ``use_mask``) and ``forward`` interface as
     ``CrossEntropyLoss`` (``weight``, ``avg_factor``, ``reduction_override``,
-    ``ignore_index``, ``class_weight``, ``loss_weight``); with ``label_smoothing=0`` it *is*
-    ``CrossEntropyLoss`` (same criterion, identical values).
+    ``ignore_index``, ``class_weight``, ``loss_weight``); with
+    ``label_smoothing=0`` it *is* ``CrossEntropyLoss`` (same criterion,
+    identical values).
 
     * Softmax (``use_sigmoid=False``, the Faster R-CNN RoI classifier of the
       paper): target ``(1 - eps) q + eps / K`` with ``K`` the number of
