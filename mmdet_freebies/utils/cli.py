@@ -69,6 +69,10 @@ def load_config(args: argparse.Namespace) -> Config:
     except Exception as e:  # mmengine raises many types for a bad file
         raise UserInputError(
             f'cannot load config {args.config!r}: {type(e).__name__}: {e}')
+    if args.toy is None and getattr(args, 'toy_data', TOY_DATA_ROOT) != \
+            TOY_DATA_ROOT:
+        raise UserInputError(f'--toy-data {args.toy_data!r} is only read '
+                             'with --toy')
     if args.toy is not None:
         # --cfg-options train_cfg.max_epochs=N: the toy schedule (steps,
         # cosine, mixup switch, validation) is scaled to N, not to the size's

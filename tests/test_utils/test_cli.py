@@ -138,3 +138,15 @@ def test_pytorch_launcher_outside_torchrun_is_named(monkeypatch):
                        'variables torchrun sets .RANK, WORLD_SIZE, '
                        'MASTER_ADDR, MASTER_PORT missing.'):
         load_config(args)
+
+
+def test_toy_data_without_toy_is_named():
+    from types import SimpleNamespace
+
+    from mmdet_freebies.utils.cli import load_config
+    args = SimpleNamespace(
+        config=f'{CONFIGS}/retinanet_fl.py', toy=None, toy_data='my/toy/',
+        local_rank=0, launcher='none', work_dir=None, cfg_options=None)
+    with pytest.raises(UserInputError, match="--toy-data 'my/toy/' is only "
+                       'read with --toy'):
+        load_config(args)
