@@ -128,13 +128,9 @@ def train_and_eval(config: str,
                 loss_history=history, command=' '.join(cmd))
 
 
-def _mean(values: List[float]) -> float:
-    return sum(values) / len(values) if values else float('nan')
-
-
 def _smooth(values: List[float], window: int = SMOOTH) -> List[float]:
     """Trailing mean over up to ``window`` values."""
-    return [_mean(values[max(0, i + 1 - window):i + 1])
+    return [sum(values[max(0, i + 1 - window):i + 1]) / min(i + 1, window)
             for i in range(len(values))]
 
 
@@ -152,9 +148,9 @@ def markdown_table(rows: Dict[str, Dict]) -> str:
             values = ['no det.'] * len(METRICS)
         else:
             values = [f'{r[key]:.3f}' for _, key in METRICS]
-        last = [split_losses(rec) for rec in r['loss_history'][-SMOOTH:]]
-        values += [f"{_mean([s['cls'] for s in last]):.4g}",
-                   f"{_mean([s['reg'] for s in last]):.4g}",
+        curves = loss_curves(r['loss_history'])  # the last point of each
+        values += [f"{(curves['cls'] or [math.nan])[-1]:.4g}",
+                   f"{(curves['reg'] or [math.nan])[-1]:.4g}",
                    f"{r['seconds'] / 60:.1f} min"]
         lines.append(f'| {name} | ' + ' | '.join(values) + ' |')
     return '\n'.join(lines)
