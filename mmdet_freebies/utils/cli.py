@@ -84,13 +84,14 @@ def load_config(args: argparse.Namespace) -> Config:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
-    missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
-               if k not in os.environ]
-    if args.launcher == 'pytorch' and missing:
-        raise UserInputError(
-            '--launcher pytorch needs the variables torchrun sets ('
-            f'{", ".join(missing)} missing): start it with '
-            'tools/dist_train.sh or torchrun')
+    if args.launcher == 'pytorch':
+        missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR',
+                               'MASTER_PORT') if k not in os.environ]
+        if missing:
+            raise UserInputError(
+                '--launcher pytorch needs the variables torchrun sets ('
+                f'{", ".join(missing)} missing): start it with '
+                'tools/dist_train.sh or torchrun')
     if args.launcher in ('pytorch', 'slurm') and \
             not torch.cuda.is_available():
         setup_cpu_distributed(cfg, args.launcher)
