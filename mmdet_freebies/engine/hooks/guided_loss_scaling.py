@@ -40,6 +40,8 @@ GroupSpec = Union[str, dict]
 PRESETS = ('rpn', 'roi', 'dense', 'yolov3')
 GUIDES = ('bbox', 'mean')
 _REDUCES = ('sum', 'mean')
+# The official code's factor of the RoI group.
+_ROI_FACTOR = 2.0
 # Quality branches that the 2021 code averages with the box loss.
 _QUALITY_KEYS = ('loss_centerness', 'loss_iou')
 
@@ -63,6 +65,12 @@ def _check_freeze_after(freeze_after: int) -> None:
     if not is_int(freeze_after) or freeze_after < 0:
         raise ValueError('GuidedLossScaling: freeze_after must be an int '
                          f'>= 0, got {freeze_after!r}')
+
+
+def _unused_roi_factor(roi_factor: float, groups: str) -> str:
+    return (f'GuidedLossScaling: roi_factor={roi_factor!r} has no effect: '
+            f"{groups} has no 'roi' preset (a group dict sets its own "
+            'factor)')
 
 
 def _scale(value: LossValue, ratio: Tensor) -> LossValue:
@@ -310,7 +318,7 @@ class GuidedLossScaler:
 
 def preset_group(preset: str,
                  guide: str = 'mean',
-                 roi_factor: float = 2.0,
+                 roi_factor: float = _ROI_FACTOR,
                  loss_keys: Optional[Sequence[str]] = None) -> dict:
     """The group of a named head type.
 
@@ -378,7 +386,9 @@ class GuidedLossScaling(Hook):
             paper's FCOS/ATSS/PAA numbers) or ``'bbox'`` (the box loss alone,
             the literal Eq. 6). No effect on heads without a quality branch.
             Defaults to ``'mean'``.
-        roi_factor (float): Factor of the RoI group. Defaults to 2.0.
+        roi_factor (float): Factor of the RoI group; any other value than
+            the default is an error without a ``'roi'`` group.
+            Defaults to 2.0.
         sync (bool): Average the ratio across ranks every iteration (one
             small all-reduce). Defaults to False.
         freeze_after (int): 2021 variant: freeze the ratio at the mean of the
@@ -394,7 +404,7 @@ class GuidedLossScaling(Hook):
     def __init__(self,
                  groups: Union[str, Sequence[GroupSpec]] = 'auto',
                  guide: str = 'mean',
-                 roi_factor: float = 2.0,
+                 roi_factor: float = _ROI_FACTOR,
                  sync: bool = False,
                  freeze_after: int = 0) -> None:
         if guide not in GUIDES:
@@ -420,6 +430,10 @@ class GuidedLossScaling(Hook):
         if not is_real(roi_factor) or roi_factor <= 0:
             raise ValueError('GuidedLossScaling: roi_factor must be positive, '
                              f'got {roi_factor!r}')
+        if (roi_factor != _ROI_FACTOR and groups != 'auto'
+                and 'roi' not in groups):
+            raise ValueError(
+                _unused_roi_factor(roi_factor, f'groups={groups!r}'))
         if not isinstance(sync, bool):
             raise ValueError('GuidedLossScaling: sync must be True or False, '
                              f'got sync={sync!r}')
@@ -466,6 +480,10 @@ class GuidedLossScaling(Hook):
         self.detach()
         self._presets = (
             self.auto_presets(model) if self.groups == 'auto' else self.groups)
+        if self.roi_factor != _ROI_FACTOR and 'roi' not in self._presets:
+            raise ValueError(_unused_roi_factor(
+                self.roi_factor, f"groups='auto' ({self._presets} for "
+                f'{type(model).__name__})'))
         self._handle = model.register_forward_hook(
             self._forward_hook, with_kwargs=True)
 

@@ -236,6 +236,18 @@ def test_the_hooks_sync_and_roi_factor_reach_the_scaler(monkeypatch):
     assert out['loss_cls'].item() == pytest.approx(0.9)
 
 
+def test_roi_factor_without_a_roi_head_is_an_error():
+    """groups='auto' picks the groups from the model at attach: a one-stage
+    detector has no RoI group to take roi_factor."""
+    model = _detector(loss_cls=t(1.0), loss_bbox=t(0.3))
+    model.with_roi_head = False
+    model.bbox_head = torch.nn.Module()
+    with pytest.raises(ValueError, match="roi_factor=3.0 has no effect: "
+                       "groups='auto' \\(\\['dense'\\] for"):
+        GuidedLossScaling(roi_factor=3.0).attach(model)
+    GuidedLossScaling(roi_factor=2.0).attach(model)  # the default: no error
+
+
 def test_a_loss_tensor_is_meaned_as_parse_losses_does():
     out = scaler('dense')(dict(loss_cls=torch.tensor([1.0, 3.0]),
                                loss_bbox=t(1.0)))
@@ -338,6 +350,10 @@ def test_resume_in_the_middle_of_the_warm_up():
     (dict(groups=[dict(name='x', cls=['a'], reg=['b'], factor=True)]),
      'factor must be a positive number, got True'),
     (dict(sync='no'), "sync must be True or False, got sync='no'"),
+    # only the 'roi' preset reads roi_factor; a dict has its own factor
+    (dict(groups=['rpn', dict(name='roi', cls=['loss_cls'],
+                              reg=['loss_bbox'])], roi_factor=3.0),
+     "roi_factor=3.0 has no effect: groups=\\['rpn', .* no 'roi' preset"),
     (dict(groups=[dict(name='x', cls=['a'], reg=['b'], reduce='max')]),
      "reduce must be one of .* got 'max'"),
     # conflicting groups, found at build and not at the first iteration
