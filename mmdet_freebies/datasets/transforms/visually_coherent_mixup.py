@@ -14,6 +14,8 @@ from mmdet.structures.bbox import BaseBoxes
 
 from ...utils.checks import is_int, is_real
 
+# Table 1's best Beta(alpha, beta)
+_ALPHA = _BETA = 1.5
 # Instance-aligned keys that cannot be mixed by concatenation (their
 # geometry would need padding per type); rejected with a clear error.
 _UNSUPPORTED_KEYS = ('gt_masks', 'gt_seg_map')
@@ -92,15 +94,15 @@ class _CoherentMixupBase(BaseTransform):
         beta (float): Second Beta parameter. Defaults to 1.5.
         ratio (float, optional): A fixed mix ratio in [0, 1] used instead of
             sampling Beta(alpha, beta) (Table 1's "0.5:0.5 evenly" row uses
-            0.5). Defaults to None.
+            0.5); an error with alpha or beta set. Defaults to None.
         prob (float): Probability of mixing a sample. Defaults to 1.0.
         with_weights (bool): Whether to add ``gt_weights``. Without them the
             heads compute the unweighted loss. Defaults to True.
     """
 
     def __init__(self,
-                 alpha: float = 1.5,
-                 beta: float = 1.5,
+                 alpha: float = _ALPHA,
+                 beta: float = _BETA,
                  ratio: Optional[float] = None,
                  prob: float = 1.0,
                  with_weights: bool = True) -> None:
@@ -109,6 +111,11 @@ class _CoherentMixupBase(BaseTransform):
         _check_positive(owner, 'beta', beta)
         if ratio is not None:
             _check_unit(owner, 'ratio', ratio)
+            if (alpha, beta) != (_ALPHA, _BETA):
+                raise ValueError(
+                    f'{owner}: ratio={ratio!r} replaces Beta(alpha, beta), '
+                    f'so alpha={alpha!r}, beta={beta!r} would be ignored; '
+                    'set one or the other')
         _check_unit(owner, 'prob', prob)
         if not isinstance(with_weights, bool):
             raise ValueError(f'{owner}: with_weights must be True or False, '
@@ -255,7 +262,7 @@ class VisuallyCoherentMixup(_CoherentMixupBase):
         beta (float): Second Beta parameter. Defaults to 1.5.
         ratio (float, optional): A fixed mix ratio in [0, 1] used instead of
             sampling Beta(alpha, beta) (Table 1's "0.5:0.5 evenly" row uses
-            0.5). Defaults to None.
+            0.5); an error with alpha or beta set. Defaults to None.
         prob (float): Probability of mixing a sample. Defaults to 1.0.
         with_weights (bool): Whether to add ``gt_weights``. Without them the
             heads compute the unweighted loss. Defaults to True.
@@ -318,7 +325,8 @@ class VisuallyCoherentMixupCached(_CoherentMixupBase):
             1.5.
         beta (float): Second Beta parameter. Defaults to 1.5.
         ratio (float, optional): A fixed mix ratio in [0, 1] used instead of
-            sampling Beta(alpha, beta). Defaults to None.
+            sampling Beta(alpha, beta); an error with alpha or beta set.
+            Defaults to None.
         prob (float): Probability of mixing a sample. Defaults to 1.0.
         with_weights (bool): Whether to add ``gt_weights``. Defaults to
             True.
@@ -327,8 +335,8 @@ class VisuallyCoherentMixupCached(_CoherentMixupBase):
     """
 
     def __init__(self,
-                 alpha: float = 1.5,
-                 beta: float = 1.5,
+                 alpha: float = _ALPHA,
+                 beta: float = _BETA,
                  ratio: Optional[float] = None,
                  prob: float = 1.0,
                  with_weights: bool = True,

@@ -220,6 +220,16 @@ def test_bad_parameters_fail_at_build(key, value):
         VisuallyCoherentMixupCached(max_cached_images=1)
 
 
+def test_a_fixed_ratio_with_beta_parameters_fails_at_build():
+    """ratio replaces the Beta draw: alpha or beta beside it would be
+    silently ignored."""
+    for name in ('VisuallyCoherentMixup', 'VisuallyCoherentMixupCached'):
+        with pytest.raises(ValueError, match='ratio=0.5 replaces Beta'
+                           '\\(alpha, beta\\), so alpha=1.0, beta=1.5'):
+            TRANSFORMS.build(dict(type=name, ratio=0.5, alpha=1.0))
+        TRANSFORMS.build(dict(type=name, ratio=0.5, alpha=1.5))  # default
+
+
 def test_repr():
     assert repr(VisuallyCoherentMixup()) == (
         'VisuallyCoherentMixup(alpha=1.5, beta=1.5, ratio=None, prob=1.0, '
