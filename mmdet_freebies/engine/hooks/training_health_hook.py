@@ -181,7 +181,9 @@ class TrainingHealthHook(Hook):
     iteration, the evidence and this pack's remedies. With
     ``action='stop'`` the hook then saves ``health_stop_iter_<n>.pth`` in
     the work dir and raises :class:`TrainingFailureError`, so
-    ``tools/train.py`` exits non-zero.
+    ``tools/train.py`` exits non-zero; it does so after the iteration is
+    logged and the LR schedulers have stepped, as ``CheckpointHook``
+    saves, so that ``--resume`` continues the schedule.
 
     Under DDP every rank judges its own losses, scores and (local)
     gradients; rank 0's are the ones logged. With ``action='stop'`` the
@@ -229,7 +231,9 @@ class TrainingHealthHook(Hook):
             to 5.
     """
 
-    priority = 'NORMAL'  # after RuntimeInfoHook, before LoggerHook
+    # after RuntimeInfoHook, before LoggerHook, which logs the signals; the
+    # stop itself runs later, in _StopAfterSchedulers
+    priority = 'NORMAL'
 
     def __init__(self,
                  action: str = 'warn',
@@ -357,6 +361,12 @@ class TrainingHealthHook(Hook):
         self._reported = set()
         # this iteration's first detection, when action='stop'
         self._stop: Optional[dict] = None
+        # once per runner; inserted after this hook, so the loop calling
+        # before_train still visits every hook once
+        if self.action == 'stop' and not any(
+                isinstance(h, _StopAfterSchedulers) and h.health is self
+                for h in runner.hooks):
+            runner.register_hook(_StopAfterSchedulers(self))
 
     def after_train(self, runner) -> None:
         for handle in self._handles:
@@ -475,8 +485,6 @@ class TrainingHealthHook(Hook):
             hub.update_scalar(f'train/health/ratio_{head}', ratio)
             self._ratios.setdefault(head, deque()).append((it, ratio))
         self._check(runner, it, log_vars)
-        if self.action == 'stop':
-            self._stop_together(runner, it)
 
     def _check_named_heads(self, log_vars: Dict[str, float]) -> None:
         """Fail on a ``head_ratio_ranges`` entry for a head the model does
@@ -617,3 +625,23 @@ class TrainingHealthHook(Hook):
             f'TrainingHealthHook: saved {filename} in {runner.work_dir}; '
             'stopping (action=stop)')
         raise TrainingFailureError(message)
+
+
+class _StopAfterSchedulers(Hook):
+    """The stop of ``TrainingHealthHook(action='stop')``, registered by it.
+
+    It runs after ``ParamSchedulerHook`` (LOW) and ``LoggerHook``, and
+    before ``CheckpointHook`` (VERY_LOW), as a hook of its own: the stop
+    checkpoint then holds the schedulers stepped past the iteration, as
+    ``CheckpointHook``'s do (saved before the step, a resumed run's
+    per-iteration schedule lagged one step), and the iteration is logged.
+    """
+
+    priority = 80  # between LOW (70) and VERY_LOW (90)
+
+    def __init__(self, health: TrainingHealthHook) -> None:
+        self.health = health
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        self.health._stop_together(runner, runner.iter + 1)

@@ -1,11 +1,14 @@
 import math
+from pathlib import Path
 from types import SimpleNamespace
 from unittest.mock import MagicMock
 
 import pytest
 import torch
 from mmengine.logging import MessageHub, MMLogger
+from mmengine.model import BaseModel
 from mmengine.optim.scheduler import LinearLR
+from mmengine.runner import Runner
 from torch import nn
 
 from mmdet_freebies.engine.hooks.training_health_hook import (
@@ -30,11 +33,12 @@ class _Head(nn.Module):
 def _runner(tmp_path, bias=0.0, name='health'):
     model = nn.Module()
     model.bbox_head = _Head(bias=bias)
+    hooks = []
     return SimpleNamespace(
         model=model, iter=0, work_dir=str(tmp_path), param_schedulers=[],
         message_hub=MessageHub.get_instance(f'{name}_{id(model)}'),
         logger=MMLogger.get_instance('health_test'),
-        save_checkpoint=MagicMock())
+        save_checkpoint=MagicMock(), hooks=hooks, register_hook=hooks.append)
 
 
 def _train(hook, runner, losses, num_iters, start=True, bias=None):
@@ -56,7 +60,8 @@ def _train(hook, runner, losses, num_iters, start=True, bias=None):
         out.pow(2).mean().backward()
         logged = {k: torch.tensor(v) for k, v in losses(i).items()}
         logged['loss'] = sum(logged.values())
-        hook.after_train_iter(runner, i, outputs=logged)
+        for h in [hook] + runner.hooks:  # the stop, registered by hook
+            h.after_train_iter(runner, i, outputs=logged)
         runner.iter += 1
     return out
 
@@ -406,6 +411,54 @@ def test_stop_saves_a_checkpoint_and_raises(tmp_path):
     # by iteration: --resume continues after iteration 3
     runner.save_checkpoint.assert_called_once_with(
         str(tmp_path), 'health_stop_iter_3.pth', by_epoch=False)
+    # registered once, however often training starts
+    hook.before_train(runner)
+    assert len(runner.hooks) == 1
+
+
+class _NaNAt(BaseModel):
+    """A one-weight model whose loss is NaN at iteration ``bad`` (1-based)."""
+
+    def __init__(self, bad):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+        self.bad, self.calls = bad, 0
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        self.calls += 1
+        loss = self.w.sum() * (math.nan if self.calls == self.bad else 1.0)
+        return dict(loss=loss)
+
+
+def test_stop_checkpoint_holds_the_stepped_schedulers(tmp_path):
+    """In a real runner the stop runs after ParamSchedulerHook, as
+    CheckpointHook does: the checkpoint of iteration 3 holds the LR
+    schedule after 3 steps, so --resume continues it where it was; and
+    LoggerHook has logged iteration 3."""
+    runner = Runner(
+        model=_NaNAt(bad=3), work_dir=str(tmp_path),
+        train_dataloader=dict(
+            dataset=[dict(inputs=torch.zeros(1))] * 8, batch_size=1,
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            collate_fn=dict(type='default_collate')),
+        train_cfg=dict(by_epoch=False, max_iters=6),
+        log_processor=dict(by_epoch=False),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+        param_scheduler=dict(type='LinearLR', start_factor=0.1,
+                             by_epoch=False, begin=0, end=6),
+        default_hooks=dict(logger=dict(type='LoggerHook', interval=1),
+                           checkpoint=dict(type='CheckpointHook',
+                                           interval=100, by_epoch=False)),
+        custom_hooks=[TrainingHealthHook(action='stop', warmup_iters=0)],
+        experiment_name='health_stop_schedulers')
+    with pytest.raises(TrainingFailureError, match='iter 3: non-finite'):
+        runner.train()
+    ckpt = torch.load(tmp_path / 'health_stop_iter_3.pth',
+                      weights_only=False)
+    assert ckpt['meta']['iter'] == 3
+    assert ckpt['param_schedulers'][0]['last_step'] == 3
+    log = (Path(runner.log_dir) / f'{runner.timestamp}.log').read_text()
+    assert 'Iter(train) [3/6]' in log and 'loss: nan' in log
 
 
 _RANK_STOPS = """
@@ -422,6 +475,7 @@ rank = dist.get_rank()
 model = nn.Module()
 model.bbox_head = nn.Module()
 saved = []
+hooks = []
 
 
 def save_checkpoint(out_dir, filename, by_epoch=True):
@@ -435,7 +489,7 @@ runner = SimpleNamespace(
     model=model, iter=0, work_dir='.', param_schedulers=[],
     message_hub=MessageHub.get_instance('rank_stop'),
     logger=MMLogger.get_instance('rank_stop'),
-    save_checkpoint=save_checkpoint)
+    save_checkpoint=save_checkpoint, hooks=hooks, register_hook=hooks.append)
 levels = []
 
 
@@ -453,8 +507,9 @@ try:
     for i in range(6):
         hook.before_train_iter(runner, i)
         bad = rank == 1 and i == 2  # only rank 1 sees a NaN, at iter 3
-        hook.after_train_iter(runner, i, outputs=dict(
-            loss=torch.tensor(math.nan if bad else 1.0)))
+        for h in [hook] + hooks:  # the stop, registered by hook
+            h.after_train_iter(runner, i, outputs=dict(
+                loss=torch.tensor(math.nan if bad else 1.0)))
         runner.iter += 1
 except TrainingFailureError as e:
     result.update(iter=runner.iter + 1, message=str(e), saved=saved,
