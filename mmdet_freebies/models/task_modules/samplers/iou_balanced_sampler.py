@@ -14,7 +14,8 @@ CVPR 2019, Sec. 3.1, Eq. (1)-(2). The sampling semantics are those of mmdet's
   one-hot's rows, the bins' fractions, the per-gt quotas as a table) are
   made once per device, not per image;
 * ``floor_thr`` is never mutated (mmdet's sets it from -1 to 0 on its first
-  call, which changes the bins of all later calls);
+  call, so that from the second image on the negatives at IoU 0 leave the
+  bins and only fill a shortfall);
 * the positive top-up cannot return duplicates (mmdet's takes a set
   difference of 0-d tensors, which compares by identity), so the counts are
   exact;

@@ -109,7 +109,7 @@ DRAWS = 80
 
 
 @pytest.mark.parametrize('floor_thr,floor_fraction,num_bins', [
-    (-1, 0, 3),  # Libra R-CNN's setting
+    (-1, 0, 3),  # Libra R-CNN's config, as mmdet documents -1
     (0, 0, 3),
     (0.05, 0.5, 2),
     (0.05, 0.25, 2),  # unequal shares: a swapped floor_fraction shows
@@ -128,6 +128,24 @@ def test_negative_iou_histogram_matches_reference(floor_thr, floor_fraction,
         random = _neg_histogram(_ours(num=256, pos_fraction=0.25,
                                       num_bins=1), case, 20)
         assert (random - ref).abs().max() > 2.5 * HIST_TOL
+
+
+def test_floor_thr_zero_reproduces_mmdet_after_its_first_image():
+    """mmdet's sampler built with floor_thr=-1 (the Libra config) runs its
+    floor_thr=0 branch from the second image on: the negatives at IoU 0
+    leave the bins. Ours with floor_thr=0 draws as that; ours with -1 keeps
+    them in the bottom bin, and samples them, as -1 is documented."""
+    case = Case.make([30, 8, 2], _neg_ious(), num_ignored=10)
+    cfg = dict(num=256, pos_fraction=0.25, floor_fraction=0, num_bins=3)
+    ref = _reference(floor_thr=-1, **cfg)
+    case.draw(ref, 0)  # its first image turns floor_thr into 0
+    assert ref.neg_sampler.floor_thr == 0
+    ref_hist = _neg_histogram(ref, case, DRAWS)
+    zero = _neg_histogram(_ours(floor_thr=0, **cfg), case, DRAWS)
+    assert (zero - ref_hist).abs().max() < HIST_TOL, (zero, ref_hist)
+    minus_one = _neg_histogram(_ours(floor_thr=-1, **cfg), case, DRAWS)
+    # the first histogram bin, IoU [0, 0.05), holds the 150 at IoU 0
+    assert minus_one[0] > ref_hist[0] + 2.5 * HIST_TOL, (minus_one, ref_hist)
 
 
 # 4 IoU bins over [0.05, 0.44] with floor_thr=0.05: the edges of the
