@@ -60,6 +60,7 @@ def test_defaults_are_not_trivial(tmp_path):
     sides = np.sqrt([a['area'] for a in coco['annotations']])
     assert (sides < 32).mean() > 0.3          # small
     assert ((sides >= 32) & (sides < 96)).any()  # medium
+    assert (sides >= 96).any()  # large
     assert len({a['category_id'] for a in coco['annotations']}) == 4
     import cv2
     img = cv2.imread(str(tmp_path / 'train' / '000000.png'))

@@ -44,6 +44,7 @@ def test_with_mmdet_min_iou_random_crop():
     t = AlignInstanceKeys([
         dict(type='MinIoURandomCrop', min_ious=(0.9, ), min_crop_size=0.3)
     ])
+    kept = []
     for _ in range(20):
         out = t.transform(results())
         assert len(out['gt_weights']) == len(out['gt_bboxes'])
@@ -51,6 +52,8 @@ def test_with_mmdet_min_iou_random_crop():
         idx = np.round(out['gt_weights'] * 10).astype(int)
         np.testing.assert_array_equal(out['gt_bboxes_labels'],
                                       src['gt_bboxes_labels'][idx])
+        kept.append(len(idx))
+    assert min(kept) < len(src['gt_bboxes'])  # some crops dropped boxes
 
 
 def test_without_keys_is_the_plain_transform():

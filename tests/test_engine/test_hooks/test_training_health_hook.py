@@ -348,9 +348,13 @@ def test_a_low_but_rising_score_is_no_collapse(tmp_path):
 def test_nothing_but_non_finite_during_warmup(tmp_path):
     runner = _runner(tmp_path, bias=-10.0)
     hook = _hook(warmup_iters=15)
-    # Collapsed and flat from the start, but judged only from iter 15 + 5.
-    _train(hook, runner, lambda i: dict(loss_cls=1.0, loss_bbox=1.0), 19)
-    assert hook.detections == []
+    # Collapsed and flat from the start, but judged only from iter 15 + 5;
+    # a non-finite loss is named at once, warm-up or not.
+    _train(hook, runner, lambda i: dict(
+        loss_cls=math.nan if i == 3 else 1.0, loss_bbox=1.0), 19)
+    assert [(d['pattern'], d['iter']) for d in hook.detections] == [
+        ('non_finite', 4)]
+    hook.detections.clear()
     _train(hook, runner, lambda i: dict(loss_cls=1.0, loss_bbox=1.0), 2,
            start=False)
     assert [d['pattern'] for d in hook.detections] == ['collapse']

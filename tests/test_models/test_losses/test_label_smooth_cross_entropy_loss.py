@@ -29,6 +29,11 @@ def test_loss_contract(use_sigmoid, input_shape):
     loss_class = build(use_sigmoid=use_sigmoid, label_smoothing=0.1)
     loss = loss_class(pred, target)
     assert isinstance(loss, torch.Tensor) and loss.dim() == 0
+    if not input_shape[0]:  # a mean over nothing is NaN, as mmdet's CE
+        torch.testing.assert_close(
+            loss, CrossEntropyLoss(use_sigmoid=use_sigmoid)(pred, target),
+            equal_nan=True)
+        assert loss.isnan()
     none = loss_class(pred, target, reduction_override='none')
     assert none.shape == (input_shape if use_sigmoid else input_shape[:1])
     # weight: per sample, over the classes too for the sigmoid
@@ -70,6 +75,41 @@ def test_eps_zero_equals_cross_entropy(use_sigmoid, kwargs):
     assert torch.equal(
         ours(pred, target, reduction_override='none', ignore_index=1),
         ref(pred, target, reduction_override='none', ignore_index=1))
+
+
+@pytest.mark.parametrize('use_sigmoid', [False, True])
+@pytest.mark.parametrize('kwargs', [
+    dict(class_weight=[0.5, 1.0, 2.0, 1.0, 1.5]),
+    dict(ignore_index=2, avg_non_ignore=True),
+    dict(reduction='sum', loss_weight=3.0),
+])
+def test_module_passes_its_arguments_to_the_smoothing_function(
+        use_sigmoid, kwargs):
+    """At eps > 0 the module runs mmdet's CrossEntropyLoss.forward with the
+    smoothing function: its class weights, ignore_index, avg_non_ignore,
+    reduction and loss_weight reach that function as they are."""
+    torch.manual_seed(1)
+    pred = torch.randn(12, 5)
+    target = torch.randint(5, (12, ))
+    weight = torch.rand(12)
+    ours = build(label_smoothing=0.1, use_sigmoid=use_sigmoid, **kwargs)
+    args = dict(kwargs)
+    loss_weight = args.pop('loss_weight', 1.0)
+    if 'class_weight' in args:
+        args['class_weight'] = torch.tensor(args['class_weight'])
+    fn = (label_smooth_binary_cross_entropy
+          if use_sigmoid else label_smooth_cross_entropy)
+    for w, avg in ((None, None), (weight, None), (weight, 7.0)):
+        if avg is not None and args.get('reduction') == 'sum':
+            continue  # avg_factor needs a mean
+        expected = loss_weight * fn(
+            pred, target, w, avg_factor=avg, label_smoothing=0.1, **args)
+        torch.testing.assert_close(ours(pred, target, w, avg_factor=avg),
+                                   expected)
+    assert not torch.allclose(  # eps 0.1 is not plain cross-entropy
+        ours(pred, target), build(label_smoothing=0.0,
+                                  use_sigmoid=use_sigmoid,
+                                  **kwargs)(pred, target))
 
 
 @pytest.mark.parametrize('ours,ref', [

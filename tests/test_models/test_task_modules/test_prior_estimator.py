@@ -20,7 +20,7 @@ from mmdet.registry import DATASETS, MODELS, TASK_UTILS
 from mmdet.structures import DetDataSample
 from mmdet_freebies.models.task_modules.prior_estimator import (
     PriorEstimate, _count_yolov3, _paa_candidates, estimate_prior,
-    featmap_sizes_of, prior_to_bias)
+    featmap_sizes_of, prior_to_bias, sample_indices)
 
 from helpers import json_per_rank
 
@@ -339,9 +339,17 @@ def test_per_class_and_sample(build):
     order = np.argsort(est.num_gt_per_class)
     assert est.fg_per_class[order[-1]] > est.fg_per_class[order[0]]
     assert est.to_dict()['fg_ratio'] == pytest.approx(est.fg_ratio)
-    # the same seed gives the same sample and the same counts
+    # the same seed draws the same images, another seed others; None and
+    # more images than the dataset take all of them
+    assert sample_indices(8, 4, 0) == sample_indices(8, 4, 0)
+    assert sample_indices(8, 4, 0) != sample_indices(8, 4, 1)
+    assert sorted(sample_indices(8, 100, 0)) == list(range(8))
+    assert sorted(sample_indices(8, None, 3)) == list(range(8))
+    np.random.seed(0)  # the pipeline's random flip
+    half = estimate_prior(model, dataset, 4, seed=1)
     np.random.seed(0)
-    assert estimate_prior(model, dataset, None).num_fg == est.num_fg
+    assert estimate_prior(model, dataset, 4, seed=1).num_fg == half.num_fg
+    assert half.num_images == 4
 
 
 def test_estimate_stabilises_with_more_images(build):
