@@ -146,9 +146,11 @@ def test_resume_continues_with_same_optimizer_state(tmp_path,
 
 @pytest.mark.slow
 def test_dist_train_two_gloo_processes(tmp_path, toy_data_root):
+    """Sampling-Free RetinaNet: OptimalBiasInit and GuidedLossScaling reach
+    the detector inside MMDistributedDataParallel."""
     work = str(tmp_path / 'dist')
     proc = _run(['bash', 'tools/dist_train.sh',
-                 f'{CONFIGS}/retinanet_fl.py', '2', '--toy', 'tiny',
+                 f'{CONFIGS}/retinanet_ce_sf.py', '2', '--toy', 'tiny',
                  '--toy-data', toy_data_root, '--work-dir', work])
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = open(glob.glob(osp.join(work, '*', '*.log'))[0]).read()
@@ -158,6 +160,10 @@ def test_dist_train_two_gloo_processes(tmp_path, toy_data_root):
     # ranks at 2 per batch make 2 iterations per epoch (4 on one process).
     losses = [r for r in _scalars(work) if 'loss' in r]
     assert losses[-1]['iter'] == 2
+    assert all(r['gls_ratio_cls'] > 0 for r in losses)
+    assert 'MMDistributedDataParallel' in log
+    assert 'OptimalBiasInit: {"head": "bbox_head:RetinaHead", ' \
+        '"layer": "retina_cls", "source": "counted"' in log
     assert glob.glob(osp.join(work, '*.pth')) == [
         osp.join(work, 'epoch_1.pth')]
 
