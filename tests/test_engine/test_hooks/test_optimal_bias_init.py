@@ -194,6 +194,25 @@ def test_roi_log_prior(toy_cfg, tmp_path, roi_fg_fraction, fg):
                                                rel=1e-5)
 
 
+def test_roi_log_prior_errors_name_what_is_missing(toy_cfg, tmp_path):
+    """Sampling-Free's RoI head keeps every proposal (KeepAllSampler, no
+    pos_fraction): roi_log_prior then needs roi_fg_fraction, said before
+    training. A sigmoid or class-agnostic fc_cls is refused."""
+    model, dataset = _build(toy_cfg('faster_rcnn_sf.py'))
+    with pytest.raises(ValueError, match='roi_log_prior=True needs '
+                       "roi_fg_fraction, or a train_cfg.rcnn.sampler with "
+                       "pos_fraction \\(got sampler .*KeepAllSampler"):
+        OptimalBiasInit(roi_log_prior=True).before_run(
+            FakeRunner(model, dataset, tmp_path))
+    model, dataset = _build(toy_cfg('faster_rcnn_biased.py'))
+    estimate = estimate_prior(model, dataset, 2, batch_size=2)
+    estimate.num_gt_per_class = [1, 1, 1]  # 3 classes, fc_cls has 4 + 1
+    with pytest.raises(ValueError, match='expects a softmax fc_cls with 4 '
+                       'outputs \\(classes \\+ background\\), got 5'):
+        OptimalBiasInit(roi_log_prior=True)._set_roi_log_prior(
+            model, estimate)
+
+
 def test_roi_log_prior_warns_about_unseen_classes(toy_cfg, tmp_path):
     """A class the counted images never show gets half a box, and the run
     says so."""
@@ -293,14 +312,19 @@ def test_numpy_priors_are_numbers():
         (dict(load_from='x.pth', has_loaded=True), False, False),
         (dict(load_from='x.pth', has_loaded=True), True, True),
         # --resume that found no checkpoint trains from scratch
-        (dict(resume=True, has_loaded=False), False, True)
+        (dict(resume=True, has_loaded=False), False, True),
+        # a runner without mmengine's _has_loaded: the config decides
+        (dict(resume=True, has_loaded=None), False, False),
+        (dict(load_from='x.pth', has_loaded=None), False, False),
+        (dict(has_loaded=None), False, True),
     ])
 def test_runs_only_from_scratch(toy_cfg, tmp_path, state, force, runs):
     model, dataset = _build(toy_cfg('retinanet_fl.py'))
     before = _cls_bias(model)
-    _run_hook(FakeRunner(model, dataset, tmp_path, **state),
-              prior=1e-3,
-              force=force)
+    runner = FakeRunner(model, dataset, tmp_path, **state)
+    if state['has_loaded'] is None:
+        del runner._has_loaded
+    _run_hook(runner, prior=1e-3, force=force)
     assert torch.equal(_cls_bias(model), before) != runs
     assert osp.exists(tmp_path / 'optimal_bias_init.json') == runs
 
