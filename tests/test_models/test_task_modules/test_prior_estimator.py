@@ -410,3 +410,26 @@ def test_ranks_agree_on_the_classes_they_saw(tmp_path):
     lengths are agreed before the counts are summed."""
     counts = json_per_rank(_RANK_WITH_OWN_LABELS, tmp_path)
     assert counts == [[1, 0, 0, 1], [1, 0, 0, 1]]
+
+
+def test_no_positives_warns_and_no_assigner_fails(toy_data_root):
+    """Images whose boxes were all filtered out give no positive prior (a
+    warning, prior 0); a head built without train_cfg cannot assign."""
+    from mmengine.config import Config
+    from mmdet_freebies.utils.toy import apply_toy
+    init_default_scope('mmdet')
+    cfg = apply_toy(Config.fromfile(osp.join(CONFIG_DIR, 'retinanet_fl.py')),
+                    'tiny', toy_data_root)
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    pipeline.insert(-1, dict(type='FilterAnnotations',
+                             min_gt_bbox_wh=(1000, 1000), keep_empty=False))
+    model = MODELS.build(cfg.model)
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    with pytest.warns(UserWarning, match=f'no positive priors in '
+                      f'{len(dataset)} images: the estimated prior is 0'):
+        est = estimate_prior(model, dataset, None)
+    assert est.num_fg == 0 and est.prior == 0 and est.num_valid > 0
+    cfg.model.train_cfg = None
+    with pytest.raises(ValueError, match='RetinaHead has no assigner: build '
+                       'the detector with its train_cfg'):
+        estimate_prior(MODELS.build(cfg.model), dataset, 2)
