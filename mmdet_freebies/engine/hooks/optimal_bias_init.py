@@ -249,6 +249,12 @@ class OptimalBiasInit(Hook):
                 json.dump(record, f, indent=2)
 
     def _class_priors(self, estimate: PriorEstimate) -> List[float]:
+        if estimate.num_fg == 0:  # the bias of prior 0 is -inf
+            raise ValueError(
+                f'OptimalBiasInit: no positive {estimate.head_type} priors '
+                f'in the {estimate.num_images} counted images, so no prior '
+                'to start from: check the annotations and the pipeline, or '
+                'set prior=<float>')
         if not self.per_class:
             return [estimate.prior] * estimate.num_classes
         priors = list(estimate.per_class_prior)

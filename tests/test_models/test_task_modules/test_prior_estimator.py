@@ -429,6 +429,12 @@ def test_no_positives_warns_and_no_assigner_fails(toy_data_root):
                       f'{len(dataset)} images: the estimated prior is 0'):
         est = estimate_prior(model, dataset, None)
     assert est.num_fg == 0 and est.prior == 0 and est.num_valid > 0
+    # OptimalBiasInit says why, not only that prior 0 has no bias
+    from mmdet_freebies.engine.hooks import OptimalBiasInit
+    with pytest.raises(ValueError, match='OptimalBiasInit: no positive '
+                       f'RetinaHead priors in the {len(dataset)} counted '
+                       'images, so no prior to start from'):
+        OptimalBiasInit()._apply(model, 'bbox_head', model.bbox_head, est)
     cfg.model.train_cfg = None
     with pytest.raises(ValueError, match='RetinaHead has no assigner: build '
                        'the detector with its train_cfg'):
