@@ -371,6 +371,14 @@ def test_bad_arguments_raise_at_build_time(kwargs, match):
         GuidedLossScaling(**kwargs)
 
 
+@pytest.mark.parametrize('value', [1.0, [], None])
+def test_a_loss_entry_that_is_no_tensor_names_its_type(value):
+    with pytest.raises(TypeError, match='expects a tensor or a non-empty '
+                       'list of tensors per loss key, got '
+                       f'{type(value).__name__}'):
+        scaler('dense')(dict(loss_cls=value, loss_bbox=t(1.0)))
+
+
 def test_missing_key_names_the_key():
     with pytest.raises(KeyError, match="needs loss keys \\['loss_bbox'\\]"):
         scaler('dense')(dict(loss_cls=t(1.0), loss_reg=t(1.0)))

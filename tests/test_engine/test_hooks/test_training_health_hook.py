@@ -84,6 +84,9 @@ def test_head_loss_ratios():
     assert head_loss_ratios({'loss_cls': 1., 'loss_conf': 1., 'loss_xy': .5,
                              'loss_wh': .5}) == {'det': 2.0}
     assert head_loss_ratios({'loss_cls': 1.0, 'loss_bbox': 0.0}) == {}
+    # GFL: the distribution focal loss is regression too
+    assert head_loss_ratios({'loss_cls': 1.0, 'loss_bbox': 0.25,
+                             'loss_dfl': 0.25}) == {'det': 2.0}
 
 
 def test_fg_scores_layouts():
@@ -380,6 +383,30 @@ def test_warmup_read_from_the_lr_schedulers(tmp_path):
     hook = TrainingHealthHook()
     hook.before_train(runner)
     assert hook.warmup_iters == 500
+
+
+def test_warmup_ignores_later_and_endless_schedulers(tmp_path):
+    """Only a warm-up from iteration 0 with an end counts; the schedulers
+    of several optimizers (a dict of lists) are all read."""
+    from mmengine.optim.scheduler import MultiStepLR
+    runner = _runner(tmp_path)
+    optimizer = torch.optim.SGD(runner.model.parameters(), lr=0.1)
+    runner.param_schedulers = dict(
+        backbone=[LinearLR(optimizer, by_epoch=False, begin=0, end=200),
+                  MultiStepLR(optimizer, by_epoch=False, milestones=[900],
+                              begin=0, end=1000)],
+        head=[LinearLR(optimizer, by_epoch=False, begin=0, end=300),
+              # a second warm-up later in the run is not the first one
+              LinearLR(optimizer, by_epoch=False, begin=500, end=900)])
+    hook = TrainingHealthHook()
+    hook.before_train(runner)
+    assert hook.warmup_iters == 300
+    runner.param_schedulers = [LinearLR(optimizer, by_epoch=False, begin=0)]
+    runner.logger = MagicMock()
+    hook = TrainingHealthHook()
+    hook.before_train(runner)  # end=INF: a whole-run ramp, no warm-up
+    assert hook.warmup_iters == 0
+    assert 'no LR warm-up' in runner.logger.warning.call_args.args[0]
 
 
 def test_warmup_from_other_schedulers(tmp_path):
