@@ -12,15 +12,16 @@ SMALL_AREA = 32.0 * 32.0  # EIC and COCO: small < 32 x 32
 TWISTED_RATIO = 4.0  # EIC: w / h > 4 or < 1 / 4
 
 
-def base_dataset(dataset):
-    """Unwrap ``RepeatDataset``, ``ClassBalancedDataset``,
-    ``MultiImageMixDataset`` and the like to the annotated dataset."""
+def base_datasets(dataset) -> list:
+    """The annotated datasets under ``dataset``: ``RepeatDataset``,
+    ``ClassBalancedDataset``, ``MultiImageMixDataset`` and the like
+    unwrapped (each image counted once), and each part of a
+    ``ConcatDataset`` (e.g. VOC07+12)."""
     while hasattr(dataset, 'dataset'):
         dataset = dataset.dataset
     if hasattr(dataset, 'datasets'):
-        raise ValueError('dataset_stats: ConcatDataset is not supported; '
-                         'point the config at one dataset')
-    return dataset
+        return [d for part in dataset.datasets for d in base_datasets(part)]
+    return [dataset]
 
 
 def collect_annotations(dataset, progress: bool = True) -> List[dict]:
@@ -28,12 +29,13 @@ def collect_annotations(dataset, progress: bool = True) -> List[dict]:
     x1, y1, x2, y2 in original pixels and ``labels`` (n, ), ignored
     (crowd) instances left out. Annotation files only; no image is read."""
     from mmengine.utils import ProgressBar
-    dataset = base_dataset(dataset)
-    dataset.full_init()
-    bar = ProgressBar(len(dataset)) if progress else None
+    parts = base_datasets(dataset)
+    for part in parts:
+        part.full_init()
+    bar = ProgressBar(sum(map(len, parts))) if progress else None
     records = []
-    for i in range(len(dataset)):
-        info = dataset.get_data_info(i)
+    for info in (part.get_data_info(i) for part in parts
+                 for i in range(len(part))):
         kept = [inst for inst in info.get('instances', [])
                 if not inst.get('ignore_flag', 0)]
         records.append(dict(

@@ -150,3 +150,23 @@ def test_toy_data_without_toy_is_named():
     with pytest.raises(UserInputError, match="--toy-data 'my/toy/' is only "
                        'read with --toy'):
         load_config(args)
+
+
+def test_work_dir_from_the_cli_then_the_config_then_the_name(tmp_path):
+    """As mmdet's tools/train.py: --work-dir, else the config's work_dir,
+    else ./work_dirs/<config file name>."""
+    from types import SimpleNamespace
+
+    from mmdet_freebies.utils.cli import load_config
+    config = tmp_path / 'my_cfg.py'
+    config.write_text(f"_base_ = '{CONFIGS}/retinanet_fl.py'\n")
+    args = dict(config=str(config), toy=None, local_rank=0, launcher='none',
+                cfg_options=None)
+    assert load_config(SimpleNamespace(work_dir=None, **args)).work_dir == \
+        './work_dirs/my_cfg'
+    config.write_text(f"_base_ = '{CONFIGS}/retinanet_fl.py'\n"
+                      "work_dir = 'from/config'\n")
+    assert load_config(SimpleNamespace(work_dir=None, **args)).work_dir == \
+        'from/config'
+    assert load_config(SimpleNamespace(work_dir='from/cli', **args)
+                       ).work_dir == 'from/cli'

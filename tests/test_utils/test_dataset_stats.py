@@ -1,3 +1,4 @@
+import copy
 import json
 import math
 import os.path as osp
@@ -92,6 +93,32 @@ def test_collect_matches_the_annotation_file(toy_cfg, toy_data_root):
     x, y, w, h = coco['annotations'][0]['bbox']
     first = next(r for r in records if len(r['labels']))
     assert first['bboxes'][0].tolist() == pytest.approx([x, y, x + w, y + h])
+
+
+def test_collect_reads_every_part_of_a_concat_dataset(toy_cfg,
+                                                     toy_data_root):
+    """VOC07+12 style: a ConcatDataset (here train + val, one of them
+    repeated) counts each part's images once."""
+    register_all_modules()
+    cfg = toy_cfg('retinanet_fl.py')
+    train = copy.deepcopy(cfg.train_dataloader.dataset)
+    train.pop('indices', None)
+    val = copy.deepcopy(train)
+    val.update(ann_file='annotations/val.json',
+               data_prefix=dict(img='val/'))
+    concat = DATASETS.build(dict(
+        type='ConcatDataset',
+        datasets=[dict(type='RepeatDataset', times=3, dataset=train), val]))
+    records = collect_annotations(concat, progress=False)
+    num = {}
+    for split in ('train', 'val'):
+        with open(osp.join(toy_data_root, 'annotations',
+                           f'{split}.json')) as f:
+            coco = json.load(f)
+        num[split] = (len(coco['images']), len(coco['annotations']))
+    assert len(records) == num['train'][0] + num['val'][0]
+    assert sum(len(r['labels']) for r in records) == \
+        num['train'][1] + num['val'][1]
 
 
 def test_class_aware_config_builds_its_sampler(toy_cfg):

@@ -10,7 +10,8 @@ from unittest.mock import MagicMock
 import numpy as np
 import pytest
 import torch
-from mmengine.dataset import BaseDataset, RepeatDataset, pseudo_collate
+from mmengine.dataset import (BaseDataset, ConcatDataset, RepeatDataset,
+                              pseudo_collate)
 from mmengine.hooks import Hook
 from torch.utils.data import DataLoader
 
@@ -99,6 +100,11 @@ def test_finds_transforms_inside_dataset_wrappers():
     MixupSwitchHook(num_last_epochs=1).before_train_epoch(
         runner(wrapped, 4))
     assert not any(len(wrapped[i]['gt_bboxes']) == 2 for i in range(8))
+    # ConcatDataset holds its parts in `datasets`: both are switched off
+    concat = ConcatDataset([cached_dataset(), cached_dataset()])
+    assert any(len(concat[i]['gt_bboxes']) == 2 for i in range(8))
+    MixupSwitchHook(num_last_epochs=1).before_train_epoch(runner(concat, 4))
+    assert not any(len(concat[i]['gt_bboxes']) == 2 for i in range(8))
 
 
 def test_finds_transforms_nested_in_wrapping_transforms():
