@@ -336,3 +336,19 @@ def test_without_weights_keeps_earlier_weights_aligned():
     b = sample(2, 2, 0, boxes=[[0, 0, 1, 1]] * 2, labels=[1, 1])
     out = mix(a, b, ratio=0.5, with_weights=False)
     np.testing.assert_allclose(out['gt_weights'], [0.6, 1.0, 1.0])
+
+
+def test_boxes_of_two_types_are_named():
+    """Box arrays from two pipelines that disagree cannot be stacked: the
+    error names both types (numpy boxes with numpy boxes do stack)."""
+    other = sample(2, 2, 0, boxes=[[0, 0, 1, 1]], labels=[1])
+    other['gt_bboxes'] = other['gt_bboxes'].numpy()
+    with pytest.raises(TypeError, match='cannot concatenate gt_bboxes of '
+                       'types HorizontalBoxes and ndarray'):
+        mix(sample(2, 2, 0, boxes=[[0, 0, 1, 1]], labels=[0]), other,
+            ratio=0.5)
+    first = sample(2, 2, 0, boxes=[[0, 0, 1, 1]], labels=[0])
+    first['gt_bboxes'] = first['gt_bboxes'].numpy()
+    out = mix(first, other, ratio=0.5)
+    np.testing.assert_array_equal(out['gt_bboxes'],
+                                  [[0, 0, 1, 1], [0, 0, 1, 1]])
