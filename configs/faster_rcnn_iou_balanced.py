@@ -1,7 +1,7 @@
 # Faster R-CNN R-50-FPN 1x with Libra R-CNN's IoU-balanced sampling alone
 # (Pang et al., CVPR 2019, Sec. 3.1): the sampling row that the Sampling-Free
 # paper's comparison of sampling methods gives (random 36.4 -> 36.8 box AP on
-# COCO; its main-results baseline is 36.8). See docs/libra.md.
+# COCO, not re-checked; its main-results baseline is 36.8). See docs/libra.md.
 _base_ = './faster_rcnn_biased.py'
 model = dict(
     train_cfg=dict(

@@ -94,7 +94,8 @@ class _CoherentMixupBase(BaseTransform):
         beta (float): Second Beta parameter. Defaults to 1.5.
         ratio (float, optional): A fixed mix ratio in [0, 1] used instead of
             sampling Beta(alpha, beta) (Table 1's "0.5:0.5 evenly" row uses
-            0.5); an error with alpha or beta set. Defaults to None.
+            0.5); an error with alpha or beta other than 1.5.
+            Defaults to None.
         prob (float): Probability of mixing a sample. Defaults to 1.0.
         with_weights (bool): Whether to add ``gt_weights``. Without them the
             heads compute the unweighted loss. Defaults to True.
@@ -262,7 +263,8 @@ class VisuallyCoherentMixup(_CoherentMixupBase):
         beta (float): Second Beta parameter. Defaults to 1.5.
         ratio (float, optional): A fixed mix ratio in [0, 1] used instead of
             sampling Beta(alpha, beta) (Table 1's "0.5:0.5 evenly" row uses
-            0.5); an error with alpha or beta set. Defaults to None.
+            0.5); an error with alpha or beta other than 1.5.
+            Defaults to None.
         prob (float): Probability of mixing a sample. Defaults to 1.0.
         with_weights (bool): Whether to add ``gt_weights``. Without them the
             heads compute the unweighted loss. Defaults to True.
@@ -325,8 +327,8 @@ class VisuallyCoherentMixupCached(_CoherentMixupBase):
             1.5.
         beta (float): Second Beta parameter. Defaults to 1.5.
         ratio (float, optional): A fixed mix ratio in [0, 1] used instead of
-            sampling Beta(alpha, beta); an error with alpha or beta set.
-            Defaults to None.
+            sampling Beta(alpha, beta); an error with alpha or beta other than
+            1.5. Defaults to None.
         prob (float): Probability of mixing a sample. Defaults to 1.0.
         with_weights (bool): Whether to add ``gt_weights``. Defaults to
             True.

@@ -181,9 +181,10 @@ class TrainingHealthHook(Hook):
     iteration, the evidence and this pack's remedies. With
     ``action='stop'`` the hook then saves ``health_stop_iter_<n>.pth`` in
     the work dir and raises :class:`TrainingFailureError`, so
-    ``tools/train.py`` exits non-zero; it does so after the iteration is
-    logged and the LR schedulers have stepped, as ``CheckpointHook``
-    saves, so that ``--resume`` continues the schedule.
+    ``tools/train.py`` exits non-zero; it does so after ``LoggerHook``
+    (which logs the iteration on its interval) and after the LR schedulers
+    have stepped, as ``CheckpointHook`` saves, so that ``--resume``
+    continues the schedule.
 
     Under DDP every rank judges its own losses, scores and (local)
     gradients; rank 0's are the ones logged. With ``action='stop'`` the
