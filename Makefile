@@ -20,8 +20,9 @@ demo: data
 	OMP_NUM_THREADS=1 $(PY) tools/ablate.py configs/retinanet_fl.py configs/retinanet_ce.py configs/retinanet_ce_sf.py \
 		--toy small --work-dir work_dirs/demo
 
+# one thread, as the timed rows: docs/benchmarks.md states the default
 bench: install data
-	$(PY) benchmarks/run_all.py --out docs/benchmarks.md
+	OMP_NUM_THREADS=1 $(PY) benchmarks/run_all.py --out docs/benchmarks.md
 
 clean:
 	rm -rf work_dirs

@@ -2,12 +2,14 @@
 
 * Sampler: ``IoUBalancedSampler(instance_balanced_pos=True)`` against mmdet's
   ``CombinedSampler(InstanceBalancedPosSampler, IoUBalancedNegSampler)``,
-  ``sample()`` on the same RoI-head assignments (2000 proposals, 1 to 50
-  gts, 512 samples, gts added as proposals), time per image: the sampling
-  itself (``_sample_pos`` + ``_sample_neg``), the whole ``sample()``, and
-  as a lower bound the ops any random-order + top-k sampler pays
-  (``nonzero``, ``randperm``, ``rand``, ``topk``) without the IoU bins or
-  the per-gt quota.
+  ``sample()`` on the same RoI-head assignments (2000 proposals, 40% of
+  the negatives at IoU 0, 1 to 50 gts, 512 samples, gts added as
+  proposals), both built with ``floor_thr=-1`` as the Libra configs, time
+  per image: the sampling itself (``_sample_pos`` + ``_sample_neg``; also
+  ours at ``floor_thr=0``, the branch mmdet's runs from its second image
+  on), the whole ``sample()``, and as a lower bound the ops any
+  random-order + top-k sampler pays (``nonzero``, ``randperm``, ``rand``,
+  ``topk``) without the IoU bins or the per-gt quota.
 * Loss: forward + backward of ``FusedBalancedL1Loss`` against mmdet's
   ``BalancedL1Loss`` on 1M elements ((250000, 4), element-wise weights,
   ``avg_factor``, as the RoI head calls it); median time, and peak memory.
@@ -46,7 +48,9 @@ COMMAND = '.venv/bin/python benchmarks/bench_libra.py'
 
 def _assignments(num_images=40, num_proposals=2000, seed=0):
     """RoI-head-like assignments: 1-50 gts, ~10% positives at IoU >= 0.5,
-    negatives skewed to low IoU, a few ignored."""
+    negatives skewed to low IoU and 40% of them at IoU 0 (proposals that
+    overlap no gt, which mmdet's sampler keeps out of its bins from the
+    second image on), a few ignored."""
     g = torch.Generator().manual_seed(seed)
     cases = []
     for _ in range(num_images):
@@ -59,6 +63,8 @@ def _assignments(num_images=40, num_proposals=2000, seed=0):
         ious = torch.where(gt_inds > 0,
                            0.5 + 0.5 * torch.rand(num_proposals, generator=g),
                            0.5 * torch.rand(num_proposals, generator=g)**2)
+        ious[(gt_inds == 0)
+             & (torch.rand(num_proposals, generator=g) < 0.4)] = 0
         labels = torch.where(gt_inds > 0, gt_inds % 80, -1)
         xy = torch.rand(num_proposals, 2, generator=g) * 800
         boxes = torch.rand(num_gts, 2, generator=g) * 800
@@ -86,9 +92,12 @@ def _cpu_ms_per_image(fn, cases):
 
 def bench_sampler(repeats=5):
     cfg = dict(num=512, pos_fraction=0.25, add_gt_as_proposals=True)
-    ours = TASK_UTILS.build(
+    # both as the Libra configs build them, floor_thr=-1; mmdet's turns it
+    # into 0 on its first image, the branch that ours_floor0 runs
+    ours, ours_floor0 = (TASK_UTILS.build(
         dict(type='IoUBalancedSampler', instance_balanced_pos=True,
-             floor_thr=-1, floor_fraction=0, num_bins=3, **cfg))
+             floor_thr=floor_thr, floor_fraction=0, num_bins=3, **cfg))
+        for floor_thr in (-1, 0))
     ref = TASK_UTILS.build(
         dict(type='CombinedSampler',
              pos_sampler=dict(type='InstanceBalancedPosSampler'),
@@ -96,10 +105,14 @@ def bench_sampler(repeats=5):
                               floor_fraction=0, num_bins=3), **cfg))
     num_pos = int(cfg['num'] * cfg['pos_fraction'])
 
-    def draw(sampler):  # the part that differs: positives and negatives
+    counts = {}
+
+    def draw(sampler, key):  # the part that differs: positives, negatives
         def fn(result, pred, gt):
-            sampler.pos_sampler._sample_pos(result, num_pos)
-            sampler.neg_sampler._sample_neg(result, cfg['num'] - num_pos)
+            pos = sampler.pos_sampler._sample_pos(result, num_pos)
+            neg = sampler.neg_sampler._sample_neg(result,
+                                                  cfg['num'] - num_pos)
+            counts.setdefault(key, []).append((len(pos), len(neg)))
         return fn
 
     def sample(sampler):  # the whole sample(): gts added, SamplingResult
@@ -118,25 +131,39 @@ def bench_sampler(repeats=5):
     cases = _assignments()
     torch.manual_seed(0)
     times = {}
+    sides = [('ours', draw(ours, 'ours')), ('ref', draw(ref, 'ref')),
+             ('ours_floor0', draw(ours_floor0, 'ours_floor0')),
+             ('ours_all', sample(ours)), ('ref_all', sample(ref)),
+             ('skeleton', skeleton)]
     with one_thread():
-        for _ in range(repeats):  # interleaved; best of the repeats
-            for key, fn in (('ours', draw(ours)), ('ref', draw(ref)),
-                            ('ours_all', sample(ours)),
-                            ('ref_all', sample(ref)), ('skeleton', skeleton)):
+        for r in range(repeats):  # interleaved, order alternated; best of
+            for key, fn in (sides if r % 2 == 0 else sides[::-1]):
                 t = _cpu_ms_per_image(fn, cases)
                 times[key] = min(times.get(key, t), t)
+    # the same work: as many positives and negatives per image on each side
+    assert counts['ours'] == counts['ref'] == counts['ours_floor0'], \
+        'the samplers drew other counts'
     detail = ('IoUBalancedSampler(instance_balanced_pos=True) vs mmdet '
               'CombinedSampler(InstanceBalancedPosSampler, '
               f'IoUBalancedNegSampler); {len(cases)} RoI-head assignments '
-              'of 2000 proposals, 1-50 gts, 512 samples; CPU time per '
-              'image, 1 thread')
+              'of 2000 proposals (40% of the negatives at IoU 0), 1-50 '
+              'gts, 512 samples; both built with floor_thr=-1; CPU time '
+              f'per image, 1 thread, best of {repeats} interleaved passes')
     return [
         dict(name='Libra: IoU-balanced sampling (positives + negatives)',
              value=f"{times['ref'] / times['ours']:.1f}x faster",
              detail=f"{detail}; {times['ours']:.2f} ms vs "
+             f"{times['ref']:.2f} ms; equal sample counts on both sides",
+             command=COMMAND),
+        dict(name='Libra: IoU-balanced sampling, ours at floor_thr=0',
+             value=f"{times['ref'] / times['ours_floor0']:.1f}x faster",
+             detail=f"{detail}; ours built with floor_thr=0, the branch "
+             "mmdet's runs from its second image on (IoU-0 negatives out "
+             f"of the bins); {times['ours_floor0']:.2f} ms vs "
              f"{times['ref']:.2f} ms",
              command=COMMAND),
-        dict(name='Libra: lower bound of a random-order + top-k sampler',
+        dict(name='Libra: lower bound of a random-order + top-k sampler '
+             '(a sketch, not the pack)',
              value=f"{times['ref'] / times['skeleton']:.1f}x faster",
              detail=f"{detail}; nonzero, randperm, rand and topk only, per "
              "side, without the IoU bins or per-gt quota; "
@@ -155,9 +182,12 @@ def bench_sampler(repeats=5):
 class _PeakMemory(TorchDispatchMode):
     """Running bytes of the storages created under the mode, and its peak."""
 
-    def __init__(self):
+    def __init__(self, inputs=()):
         super().__init__()
-        self.live, self.current, self.peak = set(), 0, 0
+        # the inputs' storages exist already: a view of one, or an in-place
+        # op on it, allocates nothing
+        self.live = {t.untyped_storage().data_ptr() for t in inputs}
+        self.current, self.peak = 0, 0
 
     def _free(self, key, nbytes):
         self.live.discard(key)
@@ -195,7 +225,7 @@ def _step(loss, pred, target, weight):
 
 def _peak_bytes(loss, pred, target, weight):
     pred = pred.clone().requires_grad_()
-    with _PeakMemory() as mode:
+    with _PeakMemory((pred, target, weight)) as mode:
         loss(pred, target, weight=weight, avg_factor=1000.0).backward()
     return mode.peak
 
@@ -225,8 +255,9 @@ def bench_loss(repeats=15):
         for _ in range(2):  # warm-up
             for loss in (ours, ref):
                 _step(loss, pred, target, weight)
-        for _ in range(repeats):  # interleaved, so that load affects both
-            for name, loss in (('ours', ours), ('ref', ref)):
+        pair = (('ours', ours), ('ref', ref))
+        for r in range(repeats):  # interleaved, order alternated
+            for name, loss in (pair if r % 2 == 0 else pair[::-1]):
                 start = time.process_time()
                 _step(loss, pred, target, weight)
                 times[name].append(time.process_time() - start)

@@ -27,8 +27,9 @@ def load(path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--out', default=osp.join(osp.dirname(HERE), 'docs',
-                                                  'benchmarks.md'))
+    parser.add_argument('--out', help='Markdown file to write; defaults '
+                        'to docs/benchmarks.md, or to none with --only (a '
+                        'partial table would replace the whole one)')
     parser.add_argument('--only', nargs='*',
                         help='benchmarks to run: bench_<name>, <name> or '
                         'bench_<name>.py')
@@ -40,10 +41,12 @@ def main():
     if only - set(paths):
         parser.error(f'unknown benchmarks {sorted(only - set(paths))}; '
                      f'choose from {sorted(paths)}')
+    if args.out is None and not only:
+        args.out = osp.join(osp.dirname(HERE), 'docs', 'benchmarks.md')
     # checked now, not after minutes of benchmarks
-    out_dir = osp.dirname(osp.abspath(args.out))
-    if not osp.isdir(out_dir):
-        parser.error(f'--out directory {out_dir!r} does not exist')
+    if args.out and not osp.isdir(osp.dirname(osp.abspath(args.out))):
+        parser.error('--out directory '
+                     f'{osp.dirname(osp.abspath(args.out))!r} does not exist')
     threads = torch.get_num_threads()  # each benchmark sets its own
     rows = []
     for name, path in paths.items():
@@ -71,9 +74,10 @@ def main():
     for r in rows:
         lines.append(f"| {r['name']} | {r['value']} | {r['detail']} | "
                      f"`{r['command']}` |")
-    with open(args.out, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    print(f'wrote {args.out}')
+    if args.out:
+        with open(args.out, 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+        print(f'wrote {args.out}')
 
 
 if __name__ == '__main__':

@@ -353,9 +353,9 @@ def estimate_prior(model: nn.Module,
             training pipeline), or its config.
         num_images (int, optional): Images to sample (seeded, without
             replacement); None counts the whole dataset, as the official
-            code. Defaults to 1000 (relative std of pi about 1.4 %, as
-            extrapolated from the toy set's 3.9 % at 128 images, see
-            ``benchmarks/bench_prior.py``).
+            code. Defaults to 1000 (relative std of pi about 1.5 %, as
+            extrapolated from the toy set's 8 to 128 image samples, see
+            docs/sampling_free_obi.md).
         head (nn.Module, optional): Head to count instead of the one found
             by :func:`find_dense_head`. Defaults to None.
         batch_size (int): Images per padded batch; use the training batch
