@@ -149,33 +149,28 @@ def bench_sampler(repeats=5):
               'of 2000 proposals (40% of the negatives at IoU 0), 1-50 '
               'gts, 512 samples; both built with floor_thr=-1; CPU time '
               f'per image, 1 thread, best of {repeats} interleaved passes')
+
+    def row(name, ours_key, ref_key, what='', after=''):
+        return dict(
+            name=f'Libra: {name}',
+            value=f'{times[ref_key] / times[ours_key]:.1f}x faster',
+            detail=f'{detail}; {what}{times[ours_key]:.2f} ms vs '
+            f'{times[ref_key]:.2f} ms{after}',
+            command=COMMAND)
+
     return [
-        dict(name='Libra: IoU-balanced sampling (positives + negatives)',
-             value=f"{times['ref'] / times['ours']:.1f}x faster",
-             detail=f"{detail}; {times['ours']:.2f} ms vs "
-             f"{times['ref']:.2f} ms; equal sample counts on both sides",
-             command=COMMAND),
-        dict(name='Libra: IoU-balanced sampling, ours at floor_thr=0',
-             value=f"{times['ref'] / times['ours_floor0']:.1f}x faster",
-             detail=f"{detail}; ours built with floor_thr=0, the branch "
-             "mmdet's runs from its second image on (IoU-0 negatives out "
-             f"of the bins); {times['ours_floor0']:.2f} ms vs "
-             f"{times['ref']:.2f} ms",
-             command=COMMAND),
-        dict(name='Libra: lower bound of a random-order + top-k sampler '
-             '(a sketch, not the pack)',
-             value=f"{times['ref'] / times['skeleton']:.1f}x faster",
-             detail=f"{detail}; nonzero, randperm, rand and topk only, per "
-             "side, without the IoU bins or per-gt quota; "
-             f"{times['skeleton']:.2f} ms vs {times['ref']:.2f} ms",
-             command=COMMAND),
-        dict(name='Libra: IoU-balanced sampler, whole sample()',
-             value=f"{times['ref_all'] / times['ours_all']:.1f}x faster",
-             detail=f"{detail}; includes adding the gts as proposals and "
-             "building the SamplingResult (mmdet's BaseSampler.sample also "
-             "runs unique() on both index sets); "
-             f"{times['ours_all']:.2f} ms vs {times['ref_all']:.2f} ms",
-             command=COMMAND),
+        row('IoU-balanced sampling (positives + negatives)', 'ours', 'ref',
+            after='; equal sample counts on both sides'),
+        row('IoU-balanced sampling, ours at floor_thr=0', 'ours_floor0',
+            'ref', "ours built with floor_thr=0, the branch mmdet's runs "
+            'from its second image on (IoU-0 negatives out of the bins); '),
+        row('lower bound of a random-order + top-k sampler (a sketch, not '
+            'the pack)', 'skeleton', 'ref', 'nonzero, randperm, rand and '
+            'topk only, per side, without the IoU bins or per-gt quota; '),
+        row('IoU-balanced sampler, whole sample()', 'ours_all', 'ref_all',
+            'includes adding the gts as proposals and building the '
+            "SamplingResult (mmdet's BaseSampler.sample also runs unique() "
+            'on both index sets); '),
     ]
 
 
