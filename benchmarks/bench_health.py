@@ -66,15 +66,6 @@ def _timed_hook_class():
 
     class TimedHealthHook(TrainingHealthHook):
         spent = 0.0
-        # what before_train resets; kept over the benchmark's re-installs
-        _STATE = ('_losses', '_best', '_start', '_stagnation_open',
-                  '_fg_max', '_ratios', '_reported')
-
-        def before_train(self, runner):
-            kept = {k: getattr(self, k) for k in self._STATE
-                    if hasattr(self, k)}
-            super().before_train(runner)
-            self.__dict__.update(kept)
 
         def _timed(self, fn):
             def wrapper(*args, **kwargs):
@@ -130,10 +121,10 @@ def run(pairs: int = 40) -> list:
         base, health = [], []
         for i in range(pairs):
             # Alternate which side goes first; the hook's torch hooks
-            # are installed only for its own steps.
+            # are installed only for its own steps, its windows persist.
             for with_hook in ((False, True) if i % 2 else (True, False)):
                 if with_hook:
-                    hook.before_train(runner)
+                    hook.install(runner)
                     health.append(step(True))
                     hook.after_train(runner)
                 else:

@@ -322,32 +322,12 @@ class TrainingHealthHook(Hook):
 
     # ----------------------------------------------------------- set-up
     def before_train(self, runner) -> None:
-        model = unwrap_detector(runner.model)
-        self._layers = self._find_cls_layers(model)
+        self.install(runner)
         if not self._layers:
             runner.logger.warning(
                 'TrainingHealthHook: no final classification layer '
                 f'({", ".join(CLS_LAYER_NAMES)}) found; grad-norm and '
                 'score signals are off')
-        self._sq_norms: Dict[str, List[torch.Tensor]] = {}
-        self._handles = []
-        self._keys = self._layer_keys(list(self._layers))
-        for name, (layer, _) in self._layers.items():
-            for p in layer.parameters():
-                if p.requires_grad:
-                    # this backward's gradient, not the sum that gradient
-                    # accumulation builds up in ``.grad``
-                    self._handles.append(p.register_hook(
-                        self._grad_hook(self._keys[name])))
-        self._sample = False
-        self._scores: List[torch.Tensor] = []
-        if self._layers:
-            name = next(iter(self._layers))
-            layer, spec = self._layers[name]
-            for conv in (layer if isinstance(layer, nn.ModuleList)
-                         else [layer]):
-                self._handles.append(conv.register_forward_hook(
-                    self._score_hook(*spec)))
         if self.warmup_iters is None:
             self.warmup_iters = self._infer_warmup(runner)
         self._losses: Deque[float] = deque(maxlen=self.smooth)
@@ -368,6 +348,32 @@ class TrainingHealthHook(Hook):
                 isinstance(h, _StopAfterSchedulers) and h.health is self
                 for h in runner.hooks):
             runner.register_hook(_StopAfterSchedulers(self))
+
+    def install(self, runner) -> None:
+        """Put the grad and forward hooks on the model's final
+        classification layers (``after_train`` removes them); the
+        detection state is left as it is."""
+        model = unwrap_detector(runner.model)
+        self._layers = self._find_cls_layers(model)
+        self._sq_norms: Dict[str, List[torch.Tensor]] = {}
+        self._handles = []
+        self._keys = self._layer_keys(list(self._layers))
+        for name, (layer, _) in self._layers.items():
+            for p in layer.parameters():
+                if p.requires_grad:
+                    # this backward's gradient, not the sum that gradient
+                    # accumulation builds up in ``.grad``
+                    self._handles.append(p.register_hook(
+                        self._grad_hook(self._keys[name])))
+        self._sample = False
+        self._scores: List[torch.Tensor] = []
+        if self._layers:
+            name = next(iter(self._layers))
+            layer, spec = self._layers[name]
+            for conv in (layer if isinstance(layer, nn.ModuleList)
+                         else [layer]):
+                self._handles.append(conv.register_forward_hook(
+                    self._score_hook(*spec)))
 
     def after_train(self, runner) -> None:
         for handle in self._handles:
