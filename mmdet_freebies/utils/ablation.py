@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+from .loss_keys import loss_kind
 from .toy import TOY_DATA_ROOT
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -22,7 +23,6 @@ TRAIN = osp.join(REPO, 'tools', 'train.py')
 METRICS = (('AP', 'coco/bbox_mAP'), ('AP50', 'coco/bbox_mAP_50'),
            ('AP75', 'coco/bbox_mAP_75'), ('AP_S', 'coco/bbox_mAP_s'),
            ('AP_M', 'coco/bbox_mAP_m'), ('AP_L', 'coco/bbox_mAP_l'))
-_REG_WORDS = ('bbox', 'xy', 'wh', 'iou', 'centerness')
 # logged iterations averaged for the curves and the final losses
 SMOOTH = 5
 
@@ -42,16 +42,14 @@ def read_scalars(work_dir: str, exclude: Sequence[str] = ()) -> List[Dict]:
 
 
 def split_losses(record: Dict) -> Dict[str, float]:
-    """Sum a log record's losses into classification and regression."""
-    cls = reg = 0.0
+    """Sum a log record's losses into classification and regression, the
+    terms the health hook's ratios use (:mod:`.loss_keys`)."""
+    sums = dict(cls=0.0, reg=0.0)
     for key, value in record.items():
-        if not key.startswith('loss') or key == 'loss':
-            continue
-        if 'cls' in key or 'conf' in key:
-            cls += value
-        elif any(word in key for word in _REG_WORDS):
-            reg += value
-    return dict(cls=cls, reg=reg)
+        kind = loss_kind(key)
+        if kind is not None:
+            sums[kind] += value
+    return sums
 
 
 def train_and_eval(config: str,

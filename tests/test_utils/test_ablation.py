@@ -25,8 +25,9 @@ def _row(diverged=False, metrics=True, gls=False):
 def test_split_losses_sums_cls_and_reg_keys():
     record = dict(loss=9.0, loss_rpn_cls=1.0, loss_rpn_bbox=2.0,
                   loss_cls=3.0, loss_bbox=0.5, loss_centerness=0.25,
-                  loss_conf=4.0, acc=97.0, gls_ratio_rpn=0.1)
-    assert split_losses(record) == dict(cls=8.0, reg=2.75)
+                  loss_conf=4.0, loss_dfl=0.125, loss_mask=7.0, acc=97.0,
+                  gls_ratio_rpn=0.1)
+    assert split_losses(record) == dict(cls=8.0, reg=2.875)
 
 
 def test_markdown_table_marks_diverged_and_empty_rows():

@@ -17,14 +17,12 @@ from torch import nn
 from mmdet.registry import HOOKS
 
 from ...utils.checks import is_int, is_real
+from ...utils.loss_keys import head_and_term, loss_kind
 from .utils import unwrap_detector
 
 # Final classification layers of mmdet's heads, by attribute name.
 CLS_LAYER_NAMES = ('retina_cls', 'conv_cls', 'atss_cls', 'rpn_cls', 'fc_cls',
                    'convs_pred')
-# Loss terms by the word after ``loss_`` (and the RPN's ``loss_rpn_``).
-_CLS_TERMS = ('cls', 'conf')
-_REG_TERMS = ('bbox', 'xy', 'wh', 'iou', 'centerness', 'dfl')
 
 # LR schedulers read as the warm-up when warmup_iters is None
 WARMUP_SCHEDULERS = ('LinearLR', 'ConstantLR', 'QuadraticWarmupLR')
@@ -81,19 +79,6 @@ class TrainingFailureError(RuntimeError):
     """Raised by ``TrainingHealthHook(action='stop')`` on a detection."""
 
 
-def _head_and_term(key: str) -> Tuple[Optional[str], str]:
-    """``('rpn', 'cls')`` for ``loss_rpn_cls``, ``('s0', 'bbox')`` for
-    ``s0.loss_bbox``, ``('det', 'cls')`` for ``loss_cls``; ``(None, key)``
-    for a key that is no loss term."""
-    prefix, sep, term = key.rpartition('loss_')
-    if not sep:
-        return None, key
-    head = prefix.rstrip('.') or 'det'
-    if term.startswith('rpn_'):
-        head, term = 'rpn', term[4:]
-    return head, term
-
-
 def head_loss_ratios(log_vars: Dict[str, float]) -> Dict[str, float]:
     """Classification-to-regression loss ratio of each head.
 
@@ -103,17 +88,14 @@ def head_loss_ratios(log_vars: Dict[str, float]) -> Dict[str, float]:
     ``bbox``, ``xy``, ``wh``, ``iou``, ``centerness`` and ``dfl``. A head
     without a positive regression loss has no ratio.
     """
-    sums: Dict[str, List[float]] = {}
+    sums: Dict[str, Dict[str, float]] = {}
     for key, value in log_vars.items():
-        head, term = _head_and_term(key)
-        if head is None:
-            continue
-        cls_reg = sums.setdefault(head, [0.0, 0.0])
-        if term in _CLS_TERMS:
-            cls_reg[0] += float(value)
-        elif term in _REG_TERMS:
-            cls_reg[1] += float(value)
-    return {head: c / r for head, (c, r) in sums.items() if r > 0}
+        kind = loss_kind(key)
+        if kind is not None:
+            head = sums.setdefault(head_and_term(key)[0], dict(cls=0., reg=0.))
+            head[kind] += float(value)
+    return {head: s['cls'] / s['reg'] for head, s in sums.items()
+            if s['reg'] > 0}
 
 
 def _fg_scores(kind: str, out: torch.Tensor, num_classes: int,
@@ -496,7 +478,7 @@ class TrainingHealthHook(Hook):
     def _check_named_heads(self, log_vars: Dict[str, float]) -> None:
         """Fail on a ``head_ratio_ranges`` entry for a head the model does
         not log, whose bounds would otherwise be silently unused."""
-        heads = {_head_and_term(k)[0] for k in log_vars} - {None}
+        heads = {head_and_term(k)[0] for k in log_vars} - {None}
         unknown = sorted(self._named_heads - heads)
         if unknown:
             raise ValueError(

@@ -1,0 +1,34 @@
+"""Loss keys as mmdet's detectors log them: the head each belongs to, and
+whether it is a classification or a regression term. Shared by the health
+hook's per-head ratios and the ablation tables' loss sums."""
+from typing import Optional, Tuple
+
+# Loss terms by the word after ``loss_`` (and the RPN's ``loss_rpn_``).
+CLS_TERMS = ('cls', 'conf')
+REG_TERMS = ('bbox', 'xy', 'wh', 'iou', 'centerness', 'dfl')
+
+
+def head_and_term(key: str) -> Tuple[Optional[str], str]:
+    """``('rpn', 'cls')`` for ``loss_rpn_cls``, ``('s0', 'bbox')`` for
+    ``s0.loss_bbox``, ``('det', 'cls')`` for ``loss_cls``; ``(None, key)``
+    for a key that is no loss term."""
+    prefix, sep, term = key.rpartition('loss_')
+    if not sep:
+        return None, key
+    head = prefix.rstrip('.') or 'det'
+    if term.startswith('rpn_'):
+        head, term = 'rpn', term[4:]
+    return head, term
+
+
+def loss_kind(key: str) -> Optional[str]:
+    """``'cls'`` or ``'reg'`` for a classification or regression loss key,
+    None for any other key (``loss``, ``acc``, ``loss_mask``, ...)."""
+    head, term = head_and_term(key)
+    if head is None:
+        return None
+    if term in CLS_TERMS:
+        return 'cls'
+    if term in REG_TERMS:
+        return 'reg'
+    return None
