@@ -90,7 +90,7 @@ def _timed_hook_class():
 
 
 def run(pairs: int = 40) -> list:
-    from _threads import one_thread
+    from _timing import alternated, one_thread
     from mmdet_freebies.datasets.toy import make_toy_dataset
     # One thread and the thread's CPU time: on a shared machine wall time
     # and multi-threaded process time mostly measure the neighbours.
@@ -122,7 +122,7 @@ def run(pairs: int = 40) -> list:
         for i in range(pairs):
             # Alternate which side goes first; the hook's torch hooks
             # are installed only for its own steps, its windows persist.
-            for with_hook in ((False, True) if i % 2 else (True, False)):
+            for with_hook in alternated((True, False), i):
                 if with_hook:
                     hook.install(runner)
                     health.append(step(True))

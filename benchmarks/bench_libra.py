@@ -36,7 +36,7 @@ from mmengine.structures import InstanceData
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from _threads import one_thread
+from _timing import alternated, one_thread
 
 import mmdet_freebies  # noqa: F401  (registers the pack's modules)
 from mmdet.models.losses import BalancedL1Loss
@@ -137,7 +137,7 @@ def bench_sampler(repeats=5):
              ('skeleton', skeleton)]
     with one_thread():
         for r in range(repeats):  # interleaved, order alternated; best of
-            for key, fn in (sides if r % 2 == 0 else sides[::-1]):
+            for key, fn in alternated(sides, r):
                 t = _cpu_ms_per_image(fn, cases)
                 times[key] = min(times.get(key, t), t)
     # the same work: as many positives and negatives per image on each side
@@ -252,7 +252,7 @@ def bench_loss(repeats=15):
                 _step(loss, pred, target, weight)
         pair = (('ours', ours), ('ref', ref))
         for r in range(repeats):  # interleaved, order alternated
-            for name, loss in (pair if r % 2 == 0 else pair[::-1]):
+            for name, loss in alternated(pair, r):
                 start = time.process_time()
                 _step(loss, pred, target, weight)
                 times[name].append(time.process_time() - start)

@@ -107,13 +107,12 @@ def run(rounds: int = 5, samples: int = 24) -> list:
     from mmengine.registry import init_default_scope
 
     import cv2
-    from _threads import one_thread
+    from _timing import alternated, one_thread
 
     import mmdet_freebies  # noqa: F401  (registers the pack's modules)
     init_default_scope('mmdet')
-    cv2_threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)  # decoding and resizing: one thread, as the others
-    with one_thread(), tempfile.TemporaryDirectory() as root:
+    # decoding and resizing too: one thread, as the other benchmarks
+    with one_thread(cv2), tempfile.TemporaryDirectory() as root:
         data_list = _write_images(root)
         datasets = {
             name: _build(data_list, *spec)
@@ -121,14 +120,13 @@ def run(rounds: int = 5, samples: int = 24) -> list:
         }
         speeds = {name: [] for name in datasets}
         for r in range(rounds):
-            for name, dataset in datasets.items():
+            for name, dataset in alternated(list(datasets.items()), r):
                 np.random.seed(r)
                 order = np.random.randint(0, NUM_IMAGES, samples)
                 start = time.perf_counter()
                 for i in order:
                     dataset[int(i)]
                 speeds[name].append(samples / (time.perf_counter() - start))
-    cv2.setNumThreads(cv2_threads)
     base = statistics.median(speeds['none'])
     detail = {
         'none': 'YOLOv3 training pipeline, no mixup',

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from _threads import one_thread
+from _timing import one_thread
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)

@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from _threads import one_thread
+from _timing import alternated, one_thread
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -176,7 +176,7 @@ def bench_faster_rcnn(data_root: str, iters: int = 10) -> list:
     times = {'b': [], 's': []}
     for i in range(iters):
         order = (('b', biased, opt_b), ('s', sf, opt_s))
-        for key, model, opt in (order if i % 2 else order[::-1]):
+        for key, model, opt in alternated(order, i):
             times[key].append(_step(model, opt, batch))
     t_ratio = min(times['s']) / min(times['b'])
     t_median = statistics.median(times['s']) / statistics.median(times['b'])
