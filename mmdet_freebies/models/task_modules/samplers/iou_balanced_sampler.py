@@ -247,7 +247,15 @@ class IoUBalancedSampler(BaseSampler):
         # rows 0..num_gts, row 0 (no gt) empty: gt_inds index them as they are
         counts = (pos_gts == self._rows(assign_result.num_gts + 1,
                                         gt_inds.device)).cumsum(1)
-        ranks = counts.gather(0, pos_gts.view(1, -1)).view(-1)
+        try:
+            ranks = counts.gather(0, pos_gts.view(1, -1)).view(-1)
+        # caught, not checked: a check would cost a reduction per image (a
+        # sync on a GPU, where the bad index is a device-side assert instead)
+        except (IndexError, RuntimeError) as error:
+            raise ValueError(
+                'IoUBalancedSampler: assign_result.gt_inds holds gt index '
+                f'{int(pos_gts.max())} but num_gts={assign_result.num_gts}'
+            ) from error
         per_gt = self._per_gt(num_expected, assign_result.num_gts,
                               gt_inds.device).take(
                                   counts.select(1, -1).count_nonzero())

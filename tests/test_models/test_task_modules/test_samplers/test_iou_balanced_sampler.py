@@ -259,6 +259,18 @@ def test_per_gt_quota_counts_only_gts_with_positives():
     assert means[0][3:].sum() == 0
 
 
+def test_gt_index_above_num_gts_is_named():
+    """An assignment whose gt_inds point past num_gts (a broken assigner)
+    fails with the key and both values, not a bare gather error."""
+    case = Case.make([6, 2], _neg_ious()[:20])
+    result = case.assign_result()
+    result.gt_inds[0] = 3
+    with pytest.raises(ValueError, match=r'gt_inds holds gt index 3 but '
+                       r'num_gts=2'):
+        _ours(num=8, pos_fraction=0.5, instance_balanced_pos=True
+              )._sample_pos(result, 4)
+
+
 def test_positive_top_up_is_exact_and_unique():
     """3 gts with 31, 9 and 3 positives (gts included), 32 wanted:
     round(32 / 3) + 1 = 12 per gt gives 24, topped up to 32 from gt 1.
