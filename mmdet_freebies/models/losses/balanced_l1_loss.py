@@ -15,7 +15,6 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from mmdet.registry import MODELS
 
@@ -64,7 +63,8 @@ class _BalancedL1(torch.autograd.Function):
             grad.mul_(x.sign_())  # d|x|/dx, 0 at x = 0 as autograd's abs
             if weight is not None:
                 grad.mul_(weight)
-            grad.mul_(scale)
+            if scale != 1:
+                grad.mul_(scale)
         del x, log_term
         outer = d.mul_(gamma).add_(gamma / b - alpha * beta)
         loss = torch.where(linear, outer, loss, out=loss)
@@ -84,11 +84,21 @@ class _BalancedL1(torch.autograd.Function):
             # so that a sum beyond the half range does not overflow
             acc = torch.promote_types(loss.dtype, torch.float32)
             return loss.sum(dtype=acc).mul_(scale).to(loss.dtype)
-        return loss * scale if keep_loss else loss.mul_(scale)
+        # (a kept loss is not this one: the weight made a new tensor)
+        return loss if scale == 1 else loss.mul_(scale)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out: Tensor):
+        # grad mode is on here only under create_graph=True; the saved
+        # gradient is a constant to autograd, so a second derivative through
+        # it would be silently wrong (``once_differentiable`` lets that pass
+        # when ``grad_out`` needs no gradient)
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                'FusedBalancedL1Loss does not support double backward '
+                '(create_graph=True): its gradient is computed in the '
+                "forward pass. Use mmdet's BalancedL1Loss for higher-order "
+                'gradients')
         grad, loss = ctx.saved_tensors
         grad_pred = grad_target = grad_weight = None
         if grad is not None:
@@ -120,6 +130,11 @@ def _check_params(owner: str, alpha, gamma, beta) -> None:
         raise ValueError(f'{owner}: alpha={alpha!r} and gamma={gamma!r} give '
                          f'b = e^(gamma / alpha) - 1 = {b:.3g}; b and '
                          'alpha / b must be finite in float32')
+    # b / beta multiplies |x| inside the logarithm
+    if b / beta > largest:
+        raise ValueError(f'{owner}: beta={beta!r} is too small: b / beta = '
+                         f'{b / beta:.3g} (b = e^(gamma / alpha) - 1) must '
+                         'be finite in float32')
 
 
 def _broadcasts(shape: torch.Size, to: torch.Size) -> bool:
@@ -191,23 +206,29 @@ def fused_balanced_l1_loss(pred: Tensor,
                 f'{tuple(weight.shape)} is read per coordinate of pred.shape='
                 f'{tuple(pred.shape)}, as mmdet does; pass shape '
                 f'{tuple(weight.shape) + (1, )} for one weight per object')
-    if pred.numel() == 0:
-        # mmdet returns ``pred.sum() * 0`` here; keep the graph, and keep the
-        # element-wise shape for 'none'.
-        return pred * 0 if reduction == 'none' else pred.sum() * 0
     if reduction == 'mean':
         if avg_factor is None:
-            scale = loss_weight / pred.numel()
+            scale = loss_weight / max(pred.numel(), 1)
         else:
             eps = torch.finfo(torch.float32).eps
             scale = loss_weight / (avg_factor + eps)
     else:
         scale = loss_weight
+    if pred.numel() == 0:
+        # mmdet returns ``pred.sum() * 0`` here, then weights and reduces it;
+        # this keeps the graph of every input that has one (a zero gradient),
+        # and the element-wise shape for 'none'
+        loss = pred * 0 if weight is None else pred * 0 * weight
+        return loss if reduction == 'none' else loss.sum() * scale
     if isinstance(scale, Tensor):
         # a tensor avg_factor scales outside the function, so that autograd
-        # also differentiates the normaliser, as it does through mmdet's
-        return _BalancedL1.apply(pred, target, weight, alpha, gamma, beta,
-                                 reduction, 1.0) * scale
+        # also differentiates the normaliser, as it does through mmdet's;
+        # the sum is taken here, in float32 for half precision, and cast
+        # after the division, so that it does not overflow
+        loss = _BalancedL1.apply(pred, target, weight, alpha, gamma, beta,
+                                 'none', 1.0)
+        acc = torch.promote_types(loss.dtype, torch.float32)
+        return (loss.sum(dtype=acc) * scale).to(loss.dtype)
     return _BalancedL1.apply(pred, target, weight, alpha, gamma, beta,
                              reduction, scale)
 

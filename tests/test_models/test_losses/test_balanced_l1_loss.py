@@ -71,6 +71,23 @@ def test_equals_mmdet(n, weight, avg_factor, reduction, beta, loss_weight):
     torch.testing.assert_close(grad, ref_grad, **TOL)
 
 
+@pytest.mark.parametrize('alpha,gamma,beta', [
+    (1.0, 0.1, 1.0), (2.0, 2.0, 0.5), (1.0, 0.01, 0.11), (0.25, 3.0, 2.0)])
+@pytest.mark.parametrize('reduction', ['none', 'mean'])
+def test_equals_mmdet_at_other_parameters_in_float64(alpha, gamma, beta,
+                                                     reduction):
+    """Away from the defaults float32 rounding differs by a few 1e-6
+    (mmdet's more than ours); in float64 the two formulas agree."""
+    pred, target, weight = (t.detach().double() for t in _inputs(37))
+    cfg = dict(alpha=alpha, gamma=gamma, beta=beta)
+    kwargs = dict(weight=weight, avg_factor=7.0,
+                  reduction_override=reduction)
+    out, grad = _run(FusedBalancedL1Loss(**cfg), pred, target, **kwargs)
+    ref_out, ref_grad = _run(BalancedL1Loss(**cfg), pred, target, **kwargs)
+    torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-12, rtol=1e-12)
+
+
 def test_hand_values():
     """Eq. (8) with alpha=0.5, gamma=1.5, beta=1: b = e^3 - 1."""
     b = math.e**3 - 1
@@ -141,13 +158,15 @@ def test_tensor_avg_factor_gradient_equals_mmdet():
     assert grads[0][1] < 0
 
 
-@pytest.mark.parametrize('avg_factor', [None, 50000.0])
+@pytest.mark.parametrize('avg_factor', [None, 50000.0, 'tensor'])
 def test_half_inputs_are_summed_in_float32(avg_factor):
     """A half-precision loss whose sum exceeds the half range (65504) stays
     finite: the sum accumulates in float32 before the normaliser."""
     g = torch.Generator().manual_seed(5)
     pred = torch.randn(20000, 4, generator=g) * 3
     target = torch.zeros(20000, 4)
+    if avg_factor == 'tensor':  # divides outside the fused function
+        avg_factor = torch.tensor(50000.0)
     out = FusedBalancedL1Loss()(pred.half(), target.half(),
                                 avg_factor=avg_factor)
     ref = BalancedL1Loss()(pred.half().float(), target, avg_factor=avg_factor)
@@ -195,6 +214,35 @@ def test_saves_one_tensor_for_backward():
     assert sum(saved(BalancedL1Loss())) >= 4 * pred.numel()
 
 
+def test_double_backward_is_an_error_not_a_wrong_gradient():
+    """The gradient is computed in the forward pass, a constant to autograd:
+    a second derivative through it would be wrong, so create_graph=True
+    fails with a message (first-order training is unaffected)."""
+    pred, target, _ = _inputs(6)
+    other = (pred**2).sum()  # gives the total a graph of its own
+    with pytest.raises(RuntimeError, match='does not support double '
+                       'backward'):
+        torch.autograd.grad(FusedBalancedL1Loss()(pred, target) + other,
+                            pred, create_graph=True)
+
+
+@pytest.mark.parametrize('reduction', ['none', 'mean'])
+def test_empty_input_keeps_the_graph_of_weight_and_avg_factor(reduction):
+    """With no boxes, a weight or a tensor avg_factor that needs a gradient
+    gets a zero one, as through mmdet's ``pred.sum() * 0 * weight``."""
+    pred, target = torch.zeros(0, 4), torch.zeros(0, 4)
+    weight = torch.ones(0, 4, requires_grad=True)
+    avg_factor = torch.tensor(3.0, requires_grad=True)
+    out = FusedBalancedL1Loss()(pred, target, weight=weight,
+                                avg_factor=avg_factor,
+                                reduction_override=reduction)
+    out.sum().backward()
+    assert out.shape == ((0, 4) if reduction == 'none' else ())
+    assert weight.grad.shape == (0, 4)
+    if reduction == 'mean':
+        assert avg_factor.grad == 0
+
+
 def test_registry_keeps_mmdet_class():
     assert MODELS.get('BalancedL1Loss') is BalancedL1Loss
     loss = MODELS.build(dict(type='FusedBalancedL1Loss', beta=0.11,
@@ -219,6 +267,8 @@ def test_registry_keeps_mmdet_class():
     (dict(alpha=0.01, gamma=1.0), '- 1 = 2.69e\\+43;'),
     # ... or rounds to 0, which divides alpha
     (dict(alpha=1.0, gamma=1e-20), '- 1 = 0;'),
+    # b / beta multiplies |x|: inf in float32 gives 0 * inf = NaN at x = 0
+    (dict(beta=1e-38), 'beta=1e-38 is too small: b / beta = 1.91e\\+39'),
 ])
 def test_bad_arguments_fail_at_build(kwargs, match):
     with pytest.raises(ValueError, match=match):
