@@ -374,6 +374,21 @@ def test_no_ground_truths():
     assert sampling.num_gts == 0
 
 
+def test_all_proposals_ignored():
+    """Every proposal ignored (gt_inds -1): only the added gts are
+    sampled, as positives."""
+    case = Case.make([], torch.zeros(0), num_ignored=50)
+    case.num_gts = 2  # two gts, added as proposals
+    case.gt = InstanceData(bboxes=torch.tensor([[0., 0., 10., 10.]] * 2),
+                           labels=torch.tensor([0, 1]))
+    for instance_balanced_pos in (False, True):
+        sampling, _ = case.draw(_ours(
+            num=16, pos_fraction=0.25,
+            instance_balanced_pos=instance_balanced_pos), 0)
+        _check_counts(sampling, 2, 0)
+        assert sorted(sampling.pos_inds.tolist()) == [0, 1]
+
+
 def test_no_proposals():
     case = Case.make([], torch.zeros(0))
     sampling, _ = case.draw(_ours(num=128, pos_fraction=0.25,
@@ -387,11 +402,13 @@ def test_no_proposals():
     (dict(num=0), 0),
     (dict(floor_thr=0.1, floor_fraction=1), 60),  # all under floor_thr
     (dict(floor_thr=0, floor_fraction=0.5, num_bins=1), 60),
+    (dict(num_bins=100), 60),  # quota 0 per bin: all from the top-up
 ])
-@pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16,
+                                   torch.float64, torch.bfloat16])
 def test_counts_at_the_edges_of_the_arguments(cfg, num_neg, dtype):
     """3 positives + 1 gt added, 560 negatives: the counts mmdet's
-    BaseSampler.sample asks for, with float16 IoUs too."""
+    BaseSampler.sample asks for, with IoUs in each float dtype."""
     case = Case.make([3], _neg_ious())
     case.ious = case.ious.to(dtype)
     cfg = dict(dict(num=64, pos_fraction=0.25), **cfg)
