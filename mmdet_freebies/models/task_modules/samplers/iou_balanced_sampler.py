@@ -87,7 +87,7 @@ class IoUBalancedSampler(BaseSampler):
             balance all negatives. Defaults to -1.
         floor_fraction (float): Share of the negatives drawn below
             ``floor_thr``. Defaults to 0.
-        num_bins (int): Number of IoU bins; the running count holds
+        num_bins (int): Number of IoU bins; the running count holds up to
             ``num_bins + 1`` int64 per negative, so hundreds of bins cost
             memory mmdet's loop does not. Defaults to 3.
         instance_balanced_pos (bool): Draw about the same number of
