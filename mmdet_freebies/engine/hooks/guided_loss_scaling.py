@@ -20,6 +20,7 @@ standard mmdet loss keys. Turning it on is one config line::
 """
 import copy
 import logging
+import math
 import warnings
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -74,9 +75,12 @@ def _unused_roi_factor(roi_factor: float, groups: str) -> str:
 
 
 def _scale(value: LossValue, ratio: Tensor) -> LossValue:
+    """``value * ratio`` in the ratio's float32 at least: a 0-d ratio alone
+    would not promote a half-precision entry with dimensions, and a large
+    ratio could overflow it."""
     if isinstance(value, Tensor):
-        return value * ratio
-    return [v * ratio for v in value]
+        return value.to(torch.promote_types(value.dtype, ratio.dtype)) * ratio
+    return [_scale(v, ratio) for v in value]
 
 
 class GuidedLossScaler:
@@ -175,9 +179,10 @@ class GuidedLossScaler:
                                  f'{group.get(role)!r}')
             group[role] = list(keys)
         factor = group.setdefault('factor', 1.0)
-        if not is_real(factor) or factor <= 0:
+        # (NaN or inf would make every ratio invalid: the class loss dropped)
+        if not is_real(factor) or not 0 < factor < math.inf:
             raise ValueError(f'GuidedLossScaling group {name!r}: factor must '
-                             f'be a positive number, got {factor!r}')
+                             f'be a finite number > 0, got {factor!r}')
         if not isinstance(group.setdefault('freeze', True), bool):
             raise ValueError(f'GuidedLossScaling group {name!r}: freeze must '
                              f"be True or False, got {group['freeze']!r}")
@@ -427,9 +432,9 @@ class GuidedLossScaling(Hook):
             GuidedLossScaler._check_groups([
                 preset_group(g, 'bbox') if isinstance(g, str) else g
                 for g in groups])
-        if not is_real(roi_factor) or roi_factor <= 0:
-            raise ValueError('GuidedLossScaling: roi_factor must be positive, '
-                             f'got {roi_factor!r}')
+        if not is_real(roi_factor) or not 0 < roi_factor < math.inf:
+            raise ValueError('GuidedLossScaling: roi_factor must be a finite '
+                             f'number > 0, got {roi_factor!r}')
         if (roi_factor != _ROI_FACTOR and groups != 'auto'
                 and 'roi' not in groups):
             raise ValueError(
@@ -500,6 +505,14 @@ class GuidedLossScaling(Hook):
             for g in self._presets
         ]
         scaler = GuidedLossScaler(groups, self.sync, self.freeze_after)
+        named = {k for g in scaler.groups for k in g['cls'] + g['reg']}
+        unnamed = sorted(k for k in losses
+                         if k.startswith('loss') and k not in named)
+        if unnamed:  # e.g. YOLOX's loss_obj, GFL's loss_dfl, loss_mask
+            warnings.warn(
+                f'GuidedLossScaling: loss keys {unnamed} are in no group: '
+                'they are not scaled and enter no ratio; pass '
+                'groups=[dict(name, cls=[...], reg=[...])] to include them')
         if self._pending_state is not None:
             scaler.load_state_dict(self._pending_state)
             self._pending_state = None

@@ -265,6 +265,15 @@ class OptimalBiasInit(Hook):
                           f'get the global prior {estimate.prior:.3g}')
             for c in unseen:
                 priors[c] = estimate.prior
+        # YOLOv3's class channels train on positives only: a class that has
+        # every counted positive has prior 1, whose bias is +inf
+        every = [c for c, p in enumerate(priors) if p >= 1.0]
+        if every:
+            raise ValueError(
+                f'OptimalBiasInit: per_class=True: class {every[0]} has '
+                f'every positive in the {estimate.num_images} counted images '
+                '(prior 1, bias +inf); count more images '
+                '(num_images) or set per_class=False')
         return priors
 
     def _apply(self, model: nn.Module, head_name: str, head: nn.Module,

@@ -3,6 +3,7 @@ detector, and the promise that the model stays the plain detector."""
 import logging
 import math
 import types
+import warnings
 
 import pytest
 import torch
@@ -105,6 +106,17 @@ def test_amp_half_losses_give_float32_ratio():
                                                       dtype=torch.bfloat16)))
     assert out['gls_ratio_cls'].dtype == torch.float32
     assert out['loss_cls'].item() == pytest.approx(0.1, rel=1e-2)
+
+
+def test_a_half_loss_with_dimensions_is_scaled_in_float32():
+    """A 0-d float32 ratio alone would leave a half entry with dimensions
+    in half precision, where a scaled loss of 1e5 overflows (max 65504)."""
+    out = scaler('dense')(dict(
+        loss_cls=torch.full((2, ), 0.5, dtype=torch.half) * 1e-3,
+        loss_bbox=t(1e5)))
+    assert out['loss_cls'].dtype == torch.float32
+    torch.testing.assert_close(out['loss_cls'], torch.full((2, ), 1e5),
+                               rtol=1e-3, atol=0)
 
 
 def test_freeze_after_uses_mean_of_valid_warmup_ratios():
@@ -338,17 +350,21 @@ def test_resume_in_the_middle_of_the_warm_up():
     (dict(groups=['retina']), "unknown preset 'retina'"),
     (dict(groups='dense'), 'groups must be'),
     (dict(guide='centerness'), "guide must be one of .* got 'centerness'"),
-    (dict(roi_factor=0), 'roi_factor must be positive, got 0'),
+    (dict(roi_factor=0), 'roi_factor must be a finite number > 0, got 0'),
+    # NaN or inf would make every ratio invalid: the class loss dropped
+    (dict(roi_factor=math.nan), 'roi_factor must be a finite .* got nan'),
+    (dict(groups=[dict(name='x', cls=['a'], reg=['b'], factor=math.inf)]),
+     'factor must be a finite number > 0, got inf'),
     (dict(freeze_after=-1), 'freeze_after must be an int >= 0, got -1'),
     (dict(groups=[dict(name='loss_x', cls=['a'], reg=['b'])]),
      "without 'loss'"),
     (dict(groups=[dict(name='x', cls=[], reg=['b'])]), 'cls must be'),
     (dict(groups=[dict(name='x', cls=['a'], reg=['b'], factor=-1)]),
-     'factor must be a positive number, got -1'),
+     'factor must be a finite number > 0, got -1'),
     # bools are ints in Python: True would freeze after 1 iteration
     (dict(freeze_after=True), 'freeze_after must be an int >= 0, got True'),
     (dict(groups=[dict(name='x', cls=['a'], reg=['b'], factor=True)]),
-     'factor must be a positive number, got True'),
+     'factor must be a finite number > 0, got True'),
     (dict(sync='no'), "sync must be True or False, got sync='no'"),
     # only the 'roi' preset reads roi_factor; a dict has its own factor
     (dict(groups=['rpn', dict(name='roi', cls=['loss_cls'],
@@ -479,6 +495,26 @@ def test_runner_training_logs_ratio_and_checkpoint_loads_strictly_into_plain_mod
         assert torch.equal(x.pred_instances.bboxes, y.pred_instances.bboxes)
         assert torch.equal(x.pred_instances.scores, y.pred_instances.scores)
         assert torch.equal(x.pred_instances.labels, y.pred_instances.labels)
+
+
+def test_loss_keys_in_no_group_are_named_once():
+    """A head whose loss keys the groups do not name (YOLOX's loss_obj
+    under the 'dense' preset) warns at the first iteration: those keys are
+    neither scaled nor in a ratio."""
+    model = torch.nn.Module()
+    model.bbox_head = torch.nn.Identity()
+    model.forward = lambda inputs=None, data_samples=None, mode='tensor': \
+        dict(loss_cls=t(2.0), loss_bbox=t(0.5), loss_obj=t(8.0), acc=t(1.0))
+    hook = GuidedLossScaling()
+    hook.attach(model)
+    with pytest.warns(UserWarning, match=r"loss keys \['loss_obj'\] are in "
+                      'no group'):
+        out = model(mode='loss')
+    assert out['loss_obj'].item() == 8.0
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # once, not per iteration
+        model(mode='loss')
+    hook.detach()
 
 
 def test_hook_state_travels_in_the_checkpoint_not_the_state_dict():

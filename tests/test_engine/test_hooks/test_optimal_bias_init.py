@@ -1,6 +1,7 @@
 """OptimalBiasInit: exact bias per supported head, errors, when it runs
 (not on resume / load_from unless forced), the JSON record, and a 2-process
 gloo run whose ranks agree with the single-process count."""
+import dataclasses
 import json
 import math
 import os
@@ -151,6 +152,22 @@ def test_yolov3_objectness_and_class_priors(toy_cfg, tmp_path):
         assert torch.allclose(bias[:, 4], torch.tensor(obj))
         assert torch.allclose(bias[:, 5:], torch.tensor(cls))
     assert obj < cls < 0
+
+
+def test_yolov3_per_class_with_a_single_counted_class_is_named(toy_cfg):
+    """YOLOv3's class channels train on positives only: a class with every
+    counted positive has prior 1 (bias +inf), said with what to do."""
+    model, dataset = _build(toy_cfg('yolov3_baseline.py'))
+    est = _estimate(model, dataset, num_images=2)
+    est = dataclasses.replace(
+        est, fg_per_class=[est.num_cls_valid] + [0.0] * (est.num_classes - 1))
+    assert est.per_class_prior[0] == 1.0
+    with pytest.warns(UserWarning, match='have no positive'), \
+            pytest.raises(ValueError, match='per_class=True: class 0 has '
+                          'every positive in the 2 counted images \\(prior '
+                          '1, bias \\+inf\\)'):
+        OptimalBiasInit(per_class=True)._apply(model, 'bbox_head',
+                                               model.bbox_head, est)
 
 
 @pytest.mark.parametrize('num_classes', [4, 1])
