@@ -204,7 +204,9 @@ class MixupSwitchHook(Hook):
         if not dry_run:
             compose.transforms[:] = kept
         for t in kept:
-            if hasattr(t, 'transforms') and hasattr(t.transforms,
-                                                     'transforms'):
-                removed += self._remove_from(t.transforms, dry_run)
+            inner = getattr(t, 'transforms', None)
+            if isinstance(inner, list):  # a Compose, or RandomChoice's list
+                removed += self._remove_from(t, dry_run)  # of Composes
+            elif isinstance(getattr(inner, 'transforms', None), list):
+                removed += self._remove_from(inner, dry_run)  # RandomApply
         return removed

@@ -108,19 +108,27 @@ def test_finds_transforms_inside_dataset_wrappers():
 
 
 def test_finds_transforms_nested_in_wrapping_transforms():
-    """A cached mixup inside mmcv's RandomApply (a Compose of its own) is
-    removed too."""
-    from mmcv.transforms import RandomApply
+    """A cached mixup inside mmcv's RandomApply (a Compose of its own),
+    RandomChoice (a list of Composes) or a nested Compose is removed too."""
+    from mmcv.transforms import Compose, RandomApply, RandomChoice
 
     from mmdet_freebies.datasets.transforms import VisuallyCoherentMixupCached
-    np.random.seed(0)
-    dataset = _Synthetic(pipeline=[
-        _load, RandomApply([VisuallyCoherentMixupCached(ratio=0.5)], prob=1.)
-    ])
-    assert any(mixed(dataset))
-    MixupSwitchHook(num_last_epochs=1).before_train_epoch(runner(dataset, 4))
-    assert not any(mixed(dataset))
-    assert dataset.pipeline.transforms[1].transforms.transforms == []
+
+    def mixup():
+        return VisuallyCoherentMixupCached(ratio=0.5)
+
+    wrappers = [RandomApply([mixup()], prob=1.),
+                RandomChoice([[mixup()], [mixup()]]),
+                Compose([Compose([mixup()])])]
+    for wrapper in wrappers:
+        np.random.seed(0)
+        dataset = _Synthetic(pipeline=[_load, wrapper])
+        assert any(mixed(dataset))
+        hook = MixupSwitchHook(num_last_epochs=1)
+        assert hook.switch_off(dataset, dry_run=True) == (
+            2 if isinstance(wrapper, RandomChoice) else 1)
+        hook.before_train_epoch(runner(dataset, 4))
+        assert not any(mixed(dataset)), type(wrapper).__name__
 
 
 def test_resume_inside_the_last_epochs_switches():
