@@ -6,12 +6,14 @@ initialisation the classifier predicts the prior and the CE loss of the
 easy negatives starts near its minimum instead of swamping the gradient."""
 import json
 import os.path as osp
+import re
 import warnings
 from typing import Dict, List, Optional
 
 import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
+from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
 
 from mmdet.models.dense_heads import (ATSSHead, FCOSHead, RetinaHead, RPNHead,
@@ -101,8 +103,10 @@ class OptimalBiasInit(Hook):
     The hook runs in ``before_train``, after mmengine has initialised the
     weights and loaded or resumed a checkpoint, and only when no checkpoint
     was loaded (no ``load_from``, no ``resume`` that found a checkpoint),
-    unless ``force``. The result goes to the log and to
-    ``work_dir/optimal_bias_init.json``.
+    unless ``force``. A ``load_from`` checkpoint whose classification layer
+    is missing or of another shape (a fine-tune to other classes) left
+    that layer at its default init, so the hook runs then too. The result
+    goes to the log and to ``work_dir/optimal_bias_init.json``.
 
     Args:
         num_images (int, optional): Training images to count; None counts
@@ -212,11 +216,35 @@ class OptimalBiasInit(Hook):
         loaded = getattr(runner, '_has_loaded', None)
         if loaded is None:  # runners without the flag: trust the config
             loaded = bool(runner._resume or runner._load_from)
-        if loaded:
-            return ('a checkpoint was loaded or resumed '
-                    f'(resume={runner._resume}, '
-                    f'load_from={runner._load_from!r})')
-        return None
+        if not loaded:
+            return None
+        if not runner._resume and runner._load_from and \
+                not self._cls_layer_loaded(runner):
+            return None
+        return ('a checkpoint was loaded or resumed '
+                f'(resume={runner._resume}, '
+                f'load_from={runner._load_from!r})')
+
+    def _cls_layer_loaded(self, runner) -> bool:
+        """Whether the ``load_from`` checkpoint holds the classification
+        layer's parameters in the model's shapes; mmengine skips a
+        missing or mismatched key with a log line only."""
+        model = unwrap_detector(runner.model)
+        head_name, head = find_dense_head(model, self._counts)
+        layer = f'{head_name}.{cls_layer_name(head)}.'
+        checkpoint = _load_checkpoint(runner._load_from, map_location='cpu')
+        state = checkpoint.get('state_dict', checkpoint)
+        # the runner's default revise_keys: a DDP-saved model's prefix
+        state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
+        for name, param in model.named_parameters():
+            if name.startswith(layer) and (
+                    name not in state or state[name].shape != param.shape):
+                runner.logger.info(
+                    f'OptimalBiasInit: load_from has no {name} of shape '
+                    f'{tuple(param.shape)}: the layer kept its default init, '
+                    'so its bias is set')
+                return False
+        return True
 
     def before_train(self, runner) -> None:
         """Count the prior and set the bias, unless a checkpoint was

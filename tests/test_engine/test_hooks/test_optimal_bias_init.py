@@ -326,18 +326,31 @@ def test_numpy_priors_are_numbers():
     'state,force,runs',
     [
         (dict(resume=True, has_loaded=True), False, False),
-        (dict(load_from='x.pth', has_loaded=True), False, False),
-        (dict(load_from='x.pth', has_loaded=True), True, True),
+        (dict(load_from='same', has_loaded=True), False, False),
+        (dict(load_from='same', has_loaded=True), True, True),
+        # a fine-tune to other classes: mmengine skips the mismatched layer,
+        # which keeps its default init
+        (dict(load_from='other_classes', has_loaded=True), False, True),
+        (dict(load_from='no_head', has_loaded=True), False, True),
         # --resume that found no checkpoint trains from scratch
         (dict(resume=True, has_loaded=False), False, True),
         # a runner without mmengine's _has_loaded: the config decides
         (dict(resume=True, has_loaded=None), False, False),
-        (dict(load_from='x.pth', has_loaded=None), False, False),
+        (dict(load_from='same', has_loaded=None), False, False),
         (dict(has_loaded=None), False, True),
     ])
 def test_runs_only_from_scratch(toy_cfg, tmp_path, state, force, runs):
     model, dataset = _build(toy_cfg('retinanet_fl.py'))
     before = _cls_bias(model)
+    if 'load_from' in state:
+        # saved as DDP does (module. prefix), which load_from strips
+        weights = {f'module.{k}': v for k, v in model.state_dict().items()}
+        if state['load_from'] == 'other_classes':
+            weights['module.bbox_head.retina_cls.bias'] = torch.zeros(9 * 80)
+        elif state['load_from'] == 'no_head':
+            weights = {k: v for k, v in weights.items() if 'bbox_head' not in k}
+        state = dict(state, load_from=str(tmp_path / 'load_from.pth'))
+        torch.save(dict(state_dict=weights), state['load_from'])
     runner = FakeRunner(model, dataset, tmp_path, **state)
     if state['has_loaded'] is None:
         del runner._has_loaded
