@@ -268,6 +268,20 @@ def test_batch_size_of_mmdet_s_batch_sampler_loaders(toy_cfg):
     assert _batch_size(DataLoader(dataset, batch_size=2)) == 2
 
 
+def test_softmax_dense_head_fails_in_before_run(toy_cfg, tmp_path):
+    """-log((1 - p) / p) is a sigmoid's bias: a softmax RetinaHead is
+    refused before training, counted or with a constant prior."""
+    cfg = toy_cfg('retinanet_fl.py')
+    cfg.model.bbox_head.loss_cls = dict(type='CrossEntropyLoss',
+                                        use_sigmoid=False, loss_weight=1.0)
+    model, dataset = _build(cfg)
+    for kwargs in (dict(), dict(prior=1e-3)):
+        with pytest.raises(ValueError, match='RetinaHead uses a softmax '
+                           'classifier \\(loss_cls.use_sigmoid=False\\)'):
+            OptimalBiasInit(**kwargs).before_run(
+                FakeRunner(model, dataset, tmp_path))
+
+
 def test_unknown_head_fails_in_before_run(toy_cfg, tmp_path):
     model, dataset = _build(toy_cfg('retinanet_fl.py'))
     model.bbox_head = MODELS.build(
