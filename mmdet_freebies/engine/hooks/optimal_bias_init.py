@@ -13,7 +13,6 @@ from typing import Dict, List, Optional
 import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
-from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
 
 from mmdet.models.dense_heads import (ATSSHead, FCOSHead, RetinaHead, RPNHead,
@@ -182,6 +181,9 @@ class OptimalBiasInit(Hook):
         self.roi_fg_fraction = roi_fg_fraction
         self.seed = seed
         self.num_workers = num_workers
+        # classification-layer parameters the loaded checkpoint lacks (or
+        # holds in another shape), from after_load_checkpoint
+        self._not_in_checkpoint: List[str] = []
 
     @property
     def _counts(self) -> bool:
@@ -218,33 +220,31 @@ class OptimalBiasInit(Hook):
             loaded = bool(runner._resume or runner._load_from)
         if not loaded:
             return None
-        if not runner._resume and runner._load_from and \
-                not self._cls_layer_loaded(runner):
+        if not runner._resume and self._not_in_checkpoint:
+            runner.logger.info(
+                f'OptimalBiasInit: load_from={runner._load_from!r} has no '
+                f'{self._not_in_checkpoint} of the model\'s shape: the layer '
+                'kept its default init, so its bias is set')
             return None
         return ('a checkpoint was loaded or resumed '
                 f'(resume={runner._resume}, '
                 f'load_from={runner._load_from!r})')
 
-    def _cls_layer_loaded(self, runner) -> bool:
-        """Whether the ``load_from`` checkpoint holds the classification
-        layer's parameters in the model's shapes; mmengine skips a
-        missing or mismatched key with a log line only."""
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Note the classification layer's parameters that the checkpoint
+        mmengine has just read lacks or holds in another shape (a fine-tune
+        to other classes): mmengine leaves them at their default init with a
+        log line only."""
         model = unwrap_detector(runner.model)
         head_name, head = find_dense_head(model, self._counts)
         layer = f'{head_name}.{cls_layer_name(head)}.'
-        checkpoint = _load_checkpoint(runner._load_from, map_location='cpu')
         state = checkpoint.get('state_dict', checkpoint)
         # the runner's default revise_keys: a DDP-saved model's prefix
-        state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
-        for name, param in model.named_parameters():
-            if name.startswith(layer) and (
-                    name not in state or state[name].shape != param.shape):
-                runner.logger.info(
-                    f'OptimalBiasInit: load_from has no {name} of shape '
-                    f'{tuple(param.shape)}: the layer kept its default init, '
-                    'so its bias is set')
-                return False
-        return True
+        shapes = {re.sub(r'^module\.', '', k): v.shape
+                  for k, v in state.items()}
+        self._not_in_checkpoint = [
+            name for name, param in model.named_parameters()
+            if name.startswith(layer) and shapes.get(name) != param.shape]
 
     def before_train(self, runner) -> None:
         """Count the prior and set the bias, unless a checkpoint was

@@ -63,9 +63,13 @@ def _cls_bias(model):
     return getattr(head, cls_layer_name(head)).bias.detach().clone()
 
 
-def _run_hook(runner, **kwargs):
+def _run_hook(runner, checkpoint=None, **kwargs):
+    """The hook's calls in mmengine's order: before_run, then (loading a
+    checkpoint) after_load_checkpoint, then before_train."""
     hook = OptimalBiasInit(**kwargs)
     hook.before_run(runner)
+    if checkpoint is not None:
+        hook.after_load_checkpoint(runner, checkpoint)
     np.random.seed(0)
     hook.before_train(runner)
     return hook
@@ -356,6 +360,7 @@ def test_numpy_priors_are_numbers():
 def test_runs_only_from_scratch(toy_cfg, tmp_path, state, force, runs):
     model, dataset = _build(toy_cfg('retinanet_fl.py'))
     before = _cls_bias(model)
+    checkpoint = None
     if 'load_from' in state:
         # saved as DDP does (module. prefix), which load_from strips
         weights = {f'module.{k}': v for k, v in model.state_dict().items()}
@@ -363,12 +368,12 @@ def test_runs_only_from_scratch(toy_cfg, tmp_path, state, force, runs):
             weights['module.bbox_head.retina_cls.bias'] = torch.zeros(9 * 80)
         elif state['load_from'] == 'no_head':
             weights = {k: v for k, v in weights.items() if 'bbox_head' not in k}
+        checkpoint = dict(state_dict=weights)
         state = dict(state, load_from=str(tmp_path / 'load_from.pth'))
-        torch.save(dict(state_dict=weights), state['load_from'])
     runner = FakeRunner(model, dataset, tmp_path, **state)
     if state['has_loaded'] is None:
         del runner._has_loaded
-    _run_hook(runner, prior=1e-3, force=force)
+    _run_hook(runner, checkpoint, prior=1e-3, force=force)
     assert torch.equal(_cls_bias(model), before) != runs
     assert osp.exists(tmp_path / 'optimal_bias_init.json') == runs
 
@@ -407,6 +412,18 @@ def test_runner_from_scratch_then_resume(tmp_path, toy_data_root):
     runner.train()
     assert torch.equal(runner.model.bbox_head.retina_cls.bias.detach(), saved)
     assert not osp.exists(path)
+    # a fine-tune from it to other classes: mmengine loads around the
+    # mismatched retina_cls, which keeps its default init, so the hook runs
+    for key in ('weight', 'bias'):
+        tensor = checkpoint['state_dict'][f'bbox_head.retina_cls.{key}']
+        checkpoint['state_dict'][f'bbox_head.retina_cls.{key}'] = \
+            tensor.new_zeros((9 * 80, ) + tensor.shape[1:])
+    torch.save(checkpoint, ckpt)
+    cfg = _runner_cfg(tmp_path, toy_data_root, num_images=4)
+    cfg.load_from = ckpt
+    Runner.from_cfg(cfg).train()
+    record = json.load(open(path))
+    assert record['bias'] == pytest.approx(prior_to_bias(record['prior']))
 
 
 # One rank of the DDP test (run by torch.distributed.run): the hook on the
