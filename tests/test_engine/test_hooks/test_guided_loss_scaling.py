@@ -290,6 +290,40 @@ dist.destroy_process_group()
 """
 
 
+_RANK_SYNCS = """
+import json, math, sys
+import torch, torch.distributed as dist
+from mmdet_freebies.engine.hooks.guided_loss_scaling import (
+    GuidedLossScaler, preset_group)
+
+dist.init_process_group('gloo')
+rank = dist.get_rank()
+s = GuidedLossScaler([preset_group('dense')], sync=True)
+out = []
+# L_reg / L_cls per rank: 0.25 and 0.75; then rank 1 has no positives
+# (L_reg 0) or an infinite L_reg, invalid; then neither rank is valid
+for reg in ((1.0, 3.0), (0.5, 0.0), (2.0, math.inf), (0.0, 0.0)):
+    cls = torch.tensor(4.0, requires_grad=True)
+    losses = s(dict(loss_cls=cls, loss_bbox=torch.tensor(reg[rank])))
+    losses['loss_cls'].backward()
+    out.append([float(losses['gls_ratio_cls']), float(cls.grad)])
+json.dump(out, open(sys.argv[1] + str(rank), 'w'))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_sync_averages_the_valid_ratios_of_real_ranks(tmp_path):
+    """``sync=True`` over 2 gloo processes: both ranks scale by the mean of
+    the valid ratios, (0.25 + 0.75) / 2; a rank with no positives or with
+    an infinite L_reg is left out (rank 0's 0.125, then 0.5); with no valid
+    rank both keep the last. The ratio is a constant to autograd: the
+    gradient of the scaled L_cls is the ratio."""
+    expected = [[0.5, 0.5], [0.125, 0.125], [0.5, 0.5], [0.5, 0.5]]
+    assert json_per_rank(_RANK_SYNCS, tmp_path) == [
+        [pytest.approx(row) for row in expected]] * 2
+
+
 @pytest.mark.slow
 def test_frozen_ratio_is_the_mean_over_ranks_without_sync(tmp_path):
     """2 gloo processes with different warm-up ratios and ``sync=False``:
