@@ -5,6 +5,7 @@ import math
 import types
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from mmengine.model import BaseModel
@@ -594,3 +595,45 @@ def test_resume_into_a_built_scaler_and_positional_mode():
     assert model(None, None, 'loss')['gls_ratio_cls'].item() == \
         pytest.approx(0.7)
     hook.detach()
+
+
+@pytest.mark.slow
+def test_runner_resume_in_the_warm_up_freezes_over_both_runs(tmp_path,
+                                                             toy_cfg):
+    """A real ``Runner``: 4 iterations with ``freeze_after=6``, a checkpoint,
+    then ``--resume`` for 4 more. The resumed run freezes the mean of the 6
+    warm-up ratios, 4 of them from the first run (their sums travel in the
+    checkpoint), and scales by it from then on."""
+    from mmengine.runner import Runner
+
+    def run(work_dir, **kwargs):
+        cfg = toy_cfg('retinanet_ce_gls.py')
+        cfg.custom_hooks = [dict(type='GuidedLossScaling', freeze_after=6)]
+        cfg.work_dir = str(tmp_path / work_dir)
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+        cfg.train_cfg.update(max_epochs=2, val_interval=100)
+        cfg.default_hooks.checkpoint.update(interval=1, max_keep_ckpts=2)
+        cfg.merge_from_dict(kwargs)
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+        hook = [h for h in runner.hooks if isinstance(h, GuidedLossScaling)]
+        ratios = runner.message_hub.get_scalar('train/gls_ratio_cls').data[0]
+        return runner.iter, hook[0].scaler, ratios
+
+    num_iters, scaler, before = run('first', train_cfg=dict(max_epochs=1))
+    assert num_iters == 4 and not scaler.frozen
+    assert scaler._warmup_sum['cls'].item() == pytest.approx(before.sum())
+    num_iters, scaler, ratios = run(
+        'resumed', resume=True,
+        load_from=str(tmp_path / 'first' / 'epoch_1.pth'))
+    assert num_iters == 8
+    # the message hub is restored too: its history holds all 8 iterations,
+    # the 6th and later the frozen ratio
+    assert len(ratios) == 8 and np.array_equal(ratios[:4], before)
+    assert scaler._warmup_count['cls'].item() == 6
+    total = scaler._warmup_sum['cls'].item()
+    assert scaler.frozen['cls'].item() == pytest.approx(total / 6)
+    assert ratios[5:] == pytest.approx([total / 6] * 3, rel=1e-6)
+    # the 6th, raw ratio (the sum less the 5 logged): valid, so the sum
+    # holds the first run's 4, this run's 5th and it
+    assert total - ratios[:5].sum() > 0
