@@ -15,7 +15,7 @@ STRIDES = (8, 16, 32, 64, 128)
 META = dict(img_shape=(IMG, IMG), pad_shape=(IMG, IMG), scale_factor=(1, 1))
 
 
-def _head(cls, allowed_border=-1, seed=0):
+def _head(cls, allowed_border=-1, seed=0, ignore_iof_thr=-1):
     torch.manual_seed(seed)
     # mmdet's retinanet_r50_fpn config, narrow channels
     return cls(
@@ -26,7 +26,7 @@ def _head(cls, allowed_border=-1, seed=0):
         train_cfg=ConfigDict(
             assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5,
                           neg_iou_thr=0.4, min_pos_iou=0,
-                          ignore_iof_thr=-1),
+                          ignore_iof_thr=ignore_iof_thr),
             sampler=dict(type='PseudoSampler'),
             allowed_border=allowed_border, pos_weight=-1, debug=False),
         anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4,
@@ -67,12 +67,12 @@ def _loss(head, preds, gts_list):
     return {k: sum(v) for k, v in losses.items()}
 
 
-def _targets(head, preds, gts_list):
+def _targets(head, preds, gts_list, ignored_list=None):
     sizes = [p.shape[-2:] for p in preds[0::2]]
     metas = [META] * len(gts_list)
     anchors, valid = head.get_anchors(sizes, metas, device='cpu')
     labels, label_weights, bbox_targets, bbox_weights, avg = \
-        head.get_targets(anchors, valid, gts_list, metas)
+        head.get_targets(anchors, valid, gts_list, metas, ignored_list)
     return (torch.cat(labels, 1), torch.cat(label_weights, 1),
             torch.cat(bbox_targets, 1), torch.cat(bbox_weights, 1), avg)
 
@@ -168,5 +168,34 @@ def test_two_objects_get_their_own_weights():
     assert torch.equal(weighted[0], plain[0])
     assert torch.equal(weighted[1], plain[1] * scale)
     assert torch.equal(weighted[2], plain[2])
+    assert torch.equal(weighted[3], plain[3] * scale[..., None])
+    assert weighted[4] == plain[4]
+
+
+def test_ignored_gts_stay_ignored_and_weights_follow_the_kept_gts():
+    """``ignore_iof_thr=0.5`` and an ignored object (in its own
+    InstanceData, with its weight, as PackDetInputsWithWeights splits
+    them): the anchors it covers keep label weight 0, and the positives
+    take the weight of the kept gt they are assigned to."""
+    boxes, labels = [[10, 12, 40, 44], [30, 2, 62, 20]], [2, 0]
+    ignored = _gts([[0, 40, 24, 64]], [1], [0.6])
+    preds = _preds()
+    plain = _targets(_head(RetinaHead, ignore_iof_thr=0.5), preds,
+                     [_gts(boxes, labels)], [ignored])
+    weighted = _targets(_head(WeightedRetinaHead, ignore_iof_thr=0.5),
+                        preds, [_gts(boxes, labels, [0.3, 0.8])], [ignored])
+    # the ignored object takes anchors out of the loss that are negatives
+    # without it
+    unignored = _targets(_head(RetinaHead), preds, [_gts(boxes, labels)])
+    newly_ignored = (plain[1] == 0) & (unignored[1] > 0)
+    assert newly_ignored.any()
+    assert torch.equal(weighted[1][newly_ignored],
+                       torch.zeros(int(newly_ignored.sum())))
+    scale = torch.ones_like(plain[1])
+    scale[plain[0] == 2] = 0.3
+    scale[plain[0] == 0] = 0.8
+    assert (plain[0] == 2).any() and (plain[0] == 0).any()
+    assert torch.equal(weighted[0], plain[0])
+    assert torch.equal(weighted[1], plain[1] * scale)
     assert torch.equal(weighted[3], plain[3] * scale[..., None])
     assert weighted[4] == plain[4]

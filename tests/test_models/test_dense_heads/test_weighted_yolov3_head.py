@@ -14,15 +14,20 @@ IMG = 64
 META = dict(img_shape=(IMG, IMG), pad_shape=(IMG, IMG), scale_factor=(1, 1))
 
 
-def _head(cls, seed=0):
+def _head(cls, seed=0, label_smoothing=0.0):
     torch.manual_seed(seed)
-    # losses and assigner of mmdet's yolov3_d53 config, narrow channels
+    # losses and assigner of mmdet's yolov3_d53 config, narrow channels;
+    # configs/yolov3_label_smooth.py's class loss with label_smoothing
+    loss_cls = dict(type='CrossEntropyLoss', use_sigmoid=True,
+                    loss_weight=1.0, reduction='sum')
+    if label_smoothing:
+        loss_cls.update(type='LabelSmoothCrossEntropyLoss',
+                        label_smoothing=label_smoothing)
     return cls(
         num_classes=NUM_CLASSES,
         in_channels=[16, 8, 4],
         out_channels=[16, 8, 4],
-        loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=True,
-                      loss_weight=1.0, reduction='sum'),
+        loss_cls=loss_cls,
         loss_conf=dict(type='CrossEntropyLoss', use_sigmoid=True,
                        loss_weight=1.0, reduction='sum'),
         loss_xy=dict(type='CrossEntropyLoss', use_sigmoid=True,
@@ -110,12 +115,16 @@ def test_unit_weights_equal_mmdet_bit_for_bit():
         assert torch.equal(pred_map.grad, plain_map.grad)
 
 
-def test_one_object_weight_against_hand_computation():
+@pytest.mark.parametrize('eps', [0.0, 1 / 40])
+def test_one_object_weight_against_hand_computation(eps):
     """Weight 0.3 scales every term of the positive anchors by 0.3 (the
     objectness one with the hard target 1); negatives are unchanged and
-    ignored anchors stay out, as GluonCV's YOLOV3Loss."""
+    ignored anchors stay out, as GluonCV's YOLOV3Loss. With the label
+    smoothing of configs/yolov3_mixup.py (eps = 1/40) the class targets are
+    1 - eps/2 and eps/2, scaled alike."""
     w = 0.3
-    plain, weighted = _head(YOLOV3Head), _head(WeightedYOLOV3Head)
+    plain = _head(YOLOV3Head, label_smoothing=eps)
+    weighted = _head(WeightedYOLOV3Head, label_smoothing=eps)
     box, label = [[10, 12, 40, 44]], [2]
     maps = _pred_maps()
     losses = _loss(weighted, maps, [_gts(box, label, [w])])
@@ -134,8 +143,11 @@ def test_one_object_weight_against_hand_computation():
     assert pos.sum() == 1 and neg.sum() > 0 and (~pos & ~neg).sum() > 0
 
     bce = F.binary_cross_entropy_with_logits
+    smoothed = target[pos, 5:] * (1 - eps) + eps / 2
+    assert sorted(smoothed.unique().tolist()) == pytest.approx(
+        [eps / 2, 1 - eps / 2])
     expected = dict(
-        loss_cls=w * bce(pred[pos, 5:], target[pos, 5:], reduction='sum'),
+        loss_cls=w * bce(pred[pos, 5:], smoothed, reduction='sum'),
         loss_conf=(F.softplus(pred[neg, 4]).sum() +
                    w * F.softplus(-pred[pos, 4]).sum()),
         loss_xy=2 * w * bce(pred[pos, :2], target[pos, :2], reduction='sum'),
