@@ -142,11 +142,13 @@ def test_without_weights_equals_mmdet_bit_for_bit():
         assert torch.equal(fgrad, plain_fgrad)
 
 
-def test_one_object_weight_against_hand_computation():
+@pytest.mark.parametrize('w,num_cls', [(0.3, 7), (0.0, 3)])
+def test_one_object_weight_against_hand_computation(w, num_cls):
     """Weight 0.3 on the one object: the CE of its 4 positive RoIs (the gt
     and 3 proposals) and their L1 terms are scaled by 0.3; the 3 negatives
-    are unchanged; both normalisers stay 7, all sampled RoIs."""
-    w = 0.3
+    are unchanged; both normalisers stay 7, all sampled RoIs. Weight 0
+    takes the object's RoIs out of the CE normaliser too (mmdet's BBoxHead
+    counts the RoIs of non-zero label weight): the negatives' mean CE."""
     plain, weighted = _build(False), _build(True)
     feats = _feats()
     plain_losses = _loss(plain, feats, [_sample([GT_BOX], [GT_LABEL])])
@@ -164,7 +166,8 @@ def test_one_object_weight_against_hand_computation():
                              reduction='sum')
     torch.testing.assert_close(plain_losses['loss_cls'],
                                (ce_neg + ce_pos) / 7)
-    torch.testing.assert_close(losses['loss_cls'], (ce_neg + w * ce_pos) / 7)
+    torch.testing.assert_close(losses['loss_cls'],
+                               (ce_neg + w * ce_pos) / num_cls)
     torch.testing.assert_close(losses['loss_bbox'],
                                w * plain_losses['loss_bbox'])
     assert plain_losses['loss_bbox'] > 0
