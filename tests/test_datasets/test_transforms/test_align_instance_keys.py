@@ -56,6 +56,54 @@ def test_with_mmdet_min_iou_random_crop():
     assert min(kept) < len(src['gt_bboxes'])  # some crops dropped boxes
 
 
+def varied(seed, n=8):
+    """``n`` boxes of 4 to 30 pixels inside the 80x80 image, one label per
+    object (so that a misaligned weight cannot meet an equal label)."""
+    rng = np.random.RandomState(seed)
+    size = rng.uniform(4, 30, (n, 1))
+    xy = rng.uniform(0, 1, (n, 2)) * (80 - size)
+    res = results(n)
+    res['gt_bboxes'] = HorizontalBoxes(
+        np.concatenate([xy, xy + size], 1).astype(np.float32))
+    res['gt_bboxes_labels'] = np.arange(n, dtype=np.int64) + 5
+    return res
+
+
+@pytest.mark.parametrize('transforms,same_boxes', [
+    ([dict(type='RandomCrop', crop_size=(40, 40))], False),
+    ([dict(type='FilterAnnotations', min_gt_bbox_wh=(12, 12))], True),
+    ([dict(type='RandomFlip', prob=1.0),
+      dict(type='RandomCrop', crop_size=(50, 50)),
+      dict(type='FilterAnnotations', min_gt_bbox_wh=(6, 6))], False),
+])
+def test_weights_follow_their_objects_through_mmdet_transforms(
+        transforms, same_boxes):
+    """mmdet's RandomCrop and FilterAnnotations, alone and chained after a
+    flip: each kept weight (object index / 10) is its object's, by label
+    and by box (a crop shifts or clips a box but never widens it; the
+    filter leaves the kept boxes as they were)."""
+    np.random.seed(0)
+    t = AlignInstanceKeys(transforms)
+    dropped = 0
+    for seed in range(20):
+        src = varied(seed)
+        out = t.transform(varied(seed))
+        if out is None:  # a crop without objects: the dataset redraws
+            continue
+        idx = np.round(out['gt_weights'] * 10).astype(int)
+        np.testing.assert_array_equal(out['gt_bboxes_labels'],
+                                      src['gt_bboxes_labels'][idx])
+        box, src_box = out['gt_bboxes'].tensor, src['gt_bboxes'].tensor[idx]
+        if same_boxes:
+            assert (box == src_box).all()
+        else:
+            size, src_size = box[:, 2:] - box[:, :2], \
+                src_box[:, 2:] - src_box[:, :2]
+            assert (size <= src_size + 1e-4).all()
+        dropped += len(idx) < len(src['gt_weights'])
+    assert dropped > 0
+
+
 def test_without_keys_is_the_plain_transform():
     out = AlignInstanceKeys([drop_first_and_reverse]).transform(
         results(weights=False))
