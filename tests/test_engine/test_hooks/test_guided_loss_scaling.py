@@ -637,3 +637,55 @@ def test_runner_resume_in_the_warm_up_freezes_over_both_runs(tmp_path,
     # the 6th, raw ratio (the sum less the 5 logged): valid, so the sum
     # holds the first run's 4, this run's 5th and it
     assert total - ratios[:5].sum() > 0
+
+
+# (not the two-stage configs: mmcv's CPU nms rejects bfloat16 proposals)
+@pytest.mark.parametrize('config,half_guide', [('retinanet_ce_gls.py', False),
+                                               ('fcos_ce_sf.py', False),
+                                               ('atss_ce_sf.py', True),
+                                               ('yolov3_ce_sf.py', False)])
+def test_under_autocast_the_ratio_and_scaled_losses_are_float32(
+        toy_cfg, config, half_guide):
+    """A toy detector's loss under CPU autocast (bfloat16): every ratio is
+    the float32 quotient of the unscaled losses (each summed as
+    parse_losses does), and each scaled tensor is float32, the ratio times
+    the unscaled one. ATSS's guide has bfloat16 entries (the centerness of
+    levels without positives)."""
+    from mmengine.runner import Runner
+    cfg = toy_cfg(config)
+    cfg.train_dataloader.sampler.shuffle = False  # the same batch each run
+    model = _model(cfg).train()
+    batch = next(iter(Runner.build_dataloader(cfg.train_dataloader)))
+    data = model.data_preprocessor(batch, True)
+
+    def losses():
+        torch.manual_seed(1)  # the RPN and RoI samplers draw alike
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = model(**data, mode='loss')
+        # per-level lists or single tensors, detached
+        return {k: [x.detach() for x in (v if isinstance(v, list) else [v])]
+                for k, v in out.items()}
+
+    def total(tensors):
+        return sum(x.float().mean() for x in tensors)
+
+    plain = losses()
+    assert half_guide == any(x.dtype == torch.bfloat16
+                             for v in plain.values() for x in v)
+    hook = GuidedLossScaling()
+    hook.attach(model)
+    scaled = losses()
+    hook.detach()
+    assert hook.scaler.groups
+    for g in hook.scaler.groups:
+        ratio = scaled[f'gls_ratio_{g["name"]}'][0]
+        assert ratio.dtype == torch.float32
+        reg = sum(total(plain[k]) for k in g['reg'])
+        if g['reduce'] == 'mean':
+            reg = reg / len(g['reg'])
+        cls = sum(total(plain[k]) for k in g['cls'])
+        torch.testing.assert_close(ratio, g['factor'] * reg / cls)
+        for key in g['cls']:
+            for x, y in zip(scaled[key], plain[key], strict=True):
+                assert x.dtype == torch.float32
+                torch.testing.assert_close(x, ratio * y.float())
