@@ -11,9 +11,11 @@ REG_TERMS = ('bbox', 'xy', 'wh', 'iou', 'centerness', 'dfl')
 def head_and_term(key: str) -> Tuple[Optional[str], str]:
     """``('rpn', 'cls')`` for ``loss_rpn_cls``, ``('s0', 'bbox')`` for
     ``s0.loss_bbox``, ``('det', 'cls')`` for ``loss_cls``; ``(None, key)``
-    for a key that is no loss term."""
+    for a key that is no loss term, such as the scalars the pack's hooks
+    log beside the losses (``weight/bbox_head.loss_bbox``)."""
     prefix, sep, term = key.rpartition('loss_')
-    if not sep:
+    # a stage prefix ends with '.'; mmdet's loss keys have no '/'
+    if not sep or (prefix and not prefix.endswith('.')) or '/' in prefix:
         return None, key
     head = prefix.rstrip('.') or 'det'
     if term.startswith('rpn_'):

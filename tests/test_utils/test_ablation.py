@@ -27,6 +27,8 @@ def test_split_losses_sums_cls_and_reg_keys():
                   loss_cls=3.0, loss_bbox=0.5, loss_centerness=0.25,
                   loss_conf=4.0, loss_dfl=0.125, loss_mask=7.0, acc=97.0,
                   gls_ratio_rpn=0.1)
+    # LossWeightScheduleHook logs its weights beside the losses
+    record['weight/bbox_head.loss_bbox'] = 0.1
     assert split_losses(record) == dict(cls=8.0, reg=2.875)
 
 

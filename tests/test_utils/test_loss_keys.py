@@ -12,6 +12,10 @@ from mmdet_freebies.utils.loss_keys import head_and_term, loss_kind
     ('loss', (None, 'loss')),
     ('acc', (None, 'acc')),
     ('gls_ratio_rpn', (None, 'gls_ratio_rpn')),
+    # LossWeightScheduleHook's logged weights are no losses
+    ('weight/bbox_head.loss_bbox', (None, 'weight/bbox_head.loss_bbox')),
+    ('weight/loss_cls', (None, 'weight/loss_cls')),
+    ('xloss_cls', (None, 'xloss_cls')),
 ])
 def test_head_and_term(key, expected):
     assert head_and_term(key) == expected
