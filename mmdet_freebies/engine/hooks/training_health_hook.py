@@ -10,7 +10,7 @@ from typing import Deque, Dict, List, Optional, Sequence, Tuple
 import torch
 from mmengine.dist import all_reduce, barrier, get_rank, get_world_size
 from mmengine.hooks import Hook
-from mmengine.optim import OptimWrapper
+from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.optim.scheduler.param_scheduler import INF
 from torch import nn
 
@@ -445,7 +445,10 @@ class TrainingHealthHook(Hook):
         scaler = getattr(wrapper, 'loss_scaler', None)
         self._grad_scale = float(
             scaler.get_scale()) if scaler is not None else 1.0
-        if isinstance(wrapper, OptimWrapper):
+        # (an OptimWrapperDict, one wrapper per model part, has no scale of
+        # its own: its norms are left as the backward gave them)
+        if isinstance(wrapper, OptimWrapper) and not isinstance(
+                wrapper, OptimWrapperDict):
             self._grad_scale *= float(wrapper.scale_loss(torch.ones(())))
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
@@ -613,6 +616,9 @@ class TrainingHealthHook(Hook):
         runner.logger.warning(
             f'TrainingHealthHook: saved {filename} in {runner.work_dir}; '
             'stopping (action=stop)')
+        # the error skips after_train: take the model's hooks off here, or
+        # a later backward in this process would still feed them
+        self.after_train(runner)
         raise TrainingFailureError(message)
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from mmengine.logging import MessageHub, MMLogger
 from mmengine.model import BaseModel
+from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.optim.scheduler import LinearLR
 from mmengine.runner import Runner
 from torch import nn
@@ -142,6 +143,21 @@ def test_grad_norm_undoes_the_amp_loss_scale(tmp_path):
     assert runner.message_hub.get_scalar(
         'train/health/grad_norm_retina_cls').current() == pytest.approx(
             grad_norm / 4, rel=1e-5)
+
+
+def test_grad_norm_with_an_optim_wrapper_dict(tmp_path):
+    """An OptimWrapperDict (one wrapper per model part) has no scale of its
+    own: the norm is the backward's, and nothing fails."""
+    runner = _runner(tmp_path)
+    layer = runner.model.bbox_head.retina_cls
+    runner.optim_wrapper = OptimWrapperDict(head=OptimWrapper(
+        torch.optim.SGD(layer.parameters(), lr=0.1)))
+    _train(_hook(), runner, lambda i: dict(loss_cls=1.0, loss_bbox=1.0), 1)
+    grad_norm = math.sqrt(layer.weight.grad.pow(2).sum() +
+                          layer.bias.grad.pow(2).sum())
+    assert runner.message_hub.get_scalar(
+        'train/health/grad_norm_retina_cls').current() == pytest.approx(
+            grad_norm, rel=1e-5)
 
 
 def _logged_grad_norms(runner, backward, iters):
@@ -442,6 +458,10 @@ def test_stop_saves_a_checkpoint_and_raises(tmp_path):
     # by iteration: --resume continues after iteration 3
     runner.save_checkpoint.assert_called_once_with(
         str(tmp_path), 'health_stop_iter_3.pth', by_epoch=False)
+    # the error skips after_train: the model's hooks are off all the same
+    layer = runner.model.bbox_head.retina_cls
+    assert not layer._forward_hooks
+    assert all(not p._backward_hooks for p in layer.parameters())
     # registered once, however often training starts
     hook.before_train(runner)
     assert len(runner.hooks) == 1
@@ -484,8 +504,7 @@ def test_stop_checkpoint_holds_the_stepped_schedulers(tmp_path):
         experiment_name='health_stop_schedulers')
     with pytest.raises(TrainingFailureError, match='iter 3: non-finite'):
         runner.train()
-    ckpt = torch.load(tmp_path / 'health_stop_iter_3.pth',
-                      weights_only=False)
+    ckpt = torch.load(tmp_path / 'health_stop_iter_3.pth')
     assert ckpt['meta']['iter'] == 3
     assert ckpt['param_schedulers'][0]['last_step'] == 3
     log = (Path(runner.log_dir) / f'{runner.timestamp}.log').read_text()
