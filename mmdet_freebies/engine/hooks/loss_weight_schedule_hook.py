@@ -2,6 +2,7 @@
 training-failure study (classification first, then a rising localization
 weight)."""
 import math
+import warnings
 from typing import List, Optional, Sequence
 
 from mmengine.hooks import Hook
@@ -9,6 +10,7 @@ from mmengine.hooks import Hook
 from mmdet.registry import HOOKS
 
 from ...utils.checks import is_real
+from .guided_loss_scaling import GuidedLossScaling
 from .utils import unwrap_detector
 
 _POLICIES = ('linear', 'cosine', 'step')
@@ -152,9 +154,19 @@ class LossWeightScheduleHook(Hook):
         return module
 
     def before_train(self, runner) -> None:
-        """Check every path now, not at the first iteration."""
+        """Check every path now, not at the first iteration; warn when
+        GuidedLossScaling would undo the schedules."""
         for s in self.schedules:
             self._loss_module(runner, s['loss'])
+        if any(isinstance(h, GuidedLossScaling) for h in runner.hooks):
+            warnings.warn(
+                'LossWeightScheduleHook with GuidedLossScaling: the latter '
+                'rescales each classification loss to its (scheduled) box '
+                'loss every iteration, so a schedule on a classification '
+                'loss has no effect, one on a box loss scales the whole '
+                'loss, a box weight of 0 drops the classification loss, and '
+                'freeze_after freezes the ratio of the early weights. Use '
+                'one of the two.')
         if self.by_epoch:
             self._iters_per_epoch = len(runner.train_dataloader)
 

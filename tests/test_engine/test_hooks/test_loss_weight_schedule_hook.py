@@ -1,5 +1,6 @@
 import math
 import os.path as osp
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -9,6 +10,8 @@ from torch import nn
 
 from mmdet.models.losses import L1Loss
 from mmdet.registry import HOOKS
+from mmdet_freebies.engine.hooks.guided_loss_scaling import \
+    GuidedLossScaling
 from mmdet_freebies.engine.hooks.loss_weight_schedule_hook import (
     LossWeightScheduleHook, scheduled_weight)
 
@@ -21,7 +24,7 @@ def _runner(iters_per_epoch=8):
     model = nn.Module()
     model.bbox_head = nn.Module()
     model.bbox_head.loss_bbox = L1Loss(loss_weight=1.0)
-    return SimpleNamespace(model=model, iter=0,
+    return SimpleNamespace(model=model, iter=0, hooks=[],
                            train_dataloader=[None] * iters_per_epoch,
                            message_hub=MessageHub.get_instance('lw_test'))
 
@@ -54,6 +57,20 @@ def test_sets_the_module_weight_and_logs_it():
     logged = runner.message_hub.get_scalar(
         'train/weight/bbox_head.loss_bbox').current()
     assert logged == pytest.approx(0.55)
+
+
+def test_guided_loss_scaling_beside_it_warns():
+    """GuidedLossScaling rescales the classification loss to the scheduled
+    box loss each iteration, undoing the schedule: a warning at the start,
+    none without it."""
+    runner = _runner()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        LossWeightScheduleHook([LINEAR]).before_train(runner)
+    runner.hooks.append(GuidedLossScaling())
+    with pytest.warns(UserWarning, match='with GuidedLossScaling: .* a '
+                      'schedule on a classification loss has no effect'):
+        LossWeightScheduleHook([LINEAR]).before_train(runner)
 
 
 def test_resume_gives_the_uninterrupted_weights():
