@@ -61,6 +61,16 @@ def check_key(cfg, key: str) -> None:
     from mmdet_freebies.utils.checks import is_real
     if not is_real(node):
         raise ValueError(f'--key {key!r} holds {node!r}, not a number')
+    # LossWeightScheduleHook sets the weight every iteration
+    for hook in cfg.get('custom_hooks') or []:
+        if hook.get('type') != 'LossWeightScheduleHook':
+            continue
+        for schedule in hook.get('schedules', []):
+            if key == f"model.{schedule.get('loss')}.loss_weight":
+                raise ValueError(
+                    f'--key {key!r} is scheduled by the config\'s '
+                    'LossWeightScheduleHook, which would set it every '
+                    'iteration whatever the sweep gives it')
 
 
 def write_sweep_config(cfg, out: str, score_thr: float) -> str:

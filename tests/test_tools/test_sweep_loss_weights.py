@@ -56,6 +56,16 @@ def test_the_key_must_name_a_number_in_the_config(tmp_path):
             '--work-dir', str(tmp_path)])
 
 
+def test_a_scheduled_weight_cannot_be_swept():
+    """retinanet_fl_adaptive_weight.py ramps the box weight with
+    LossWeightScheduleHook: every run of a sweep of it would train alike."""
+    cfg = Config.fromfile(osp.join(REPO, 'configs',
+                                   'retinanet_fl_adaptive_weight.py'))
+    sweep.check_key(cfg, 'model.bbox_head.loss_cls.loss_weight')
+    with pytest.raises(ValueError, match='is scheduled by the config'):
+        sweep.check_key(cfg, 'model.bbox_head.loss_bbox.loss_weight')
+
+
 def test_sweep_config_adds_the_error_metric(tmp_path):
     path = sweep.write_sweep_config(
         Config.fromfile(osp.join(REPO, 'configs', 'retinanet_fl.py')),
