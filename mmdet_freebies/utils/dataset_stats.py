@@ -8,6 +8,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .boxes import box_sides
+
 SMALL_AREA = 32.0 * 32.0  # EIC and COCO: small < 32 x 32
 TWISTED_RATIO = 4.0  # EIC: w / h > 4 or < 1 / 4
 
@@ -71,8 +73,7 @@ def compute_stats(records: Sequence[dict], classes: Sequence[str]) -> dict:
     img_area = np.concatenate([
         np.full(len(r['labels']), float(r['width'] * r['height']))
         for r in records]) if records else np.zeros(0)
-    w = np.clip(all_boxes[:, 2] - all_boxes[:, 0], 0, None)
-    h = np.clip(all_boxes[:, 3] - all_boxes[:, 1], 0, None)
+    w, h = np.clip(box_sides(all_boxes), 0, None).T
     area = w * h
     with np.errstate(divide='ignore', invalid='ignore'):
         aspect = w / h
@@ -175,10 +176,22 @@ def format_table(stats: Dict[str, dict],
     lines.append('')
     lines.append('| class | ' + ' | '.join(splits) + ' |')
     lines.append('|---|' + '---:|' * len(splits))
-    for i, name in enumerate(stats[splits[0]]['classes']):
+    names, counts = _counts_by_class(stats)
+    for name in names:
         lines.append(f'| {name} | ' + ' | '.join(
-            str(stats[s]['class_counts'][i]) for s in splits) + ' |')
+            str(counts[s].get(name, '-')) for s in splits) + ' |')
     return '\n'.join(lines)
+
+
+def _counts_by_class(stats: Dict[str, dict]) -> tuple:
+    """The class names of all splits (the first split's order, then any
+    other's) and each split's ``{name: count}``: splits may list other
+    classes, or in another order."""
+    names = list(dict.fromkeys(
+        name for s in stats.values() for name in s['classes']))
+    counts = {split: dict(zip(s['classes'], s['class_counts']))
+              for split, s in stats.items()}
+    return names, counts
 
 
 def plot_histograms(stats: Dict[str, dict], out_dir: str) -> List[str]:
@@ -242,13 +255,13 @@ def plot_histograms(stats: Dict[str, dict], out_dir: str) -> List[str]:
     save(fig, 'aspect_ratios.png')
 
     # Classes side by side per split; shares when splits differ in size.
-    classes = stats[splits[0]]['classes']
+    classes, by_class = _counts_by_class(stats)
     share = len(splits) > 1
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(classes) + 2), 3.6))
     x = np.arange(len(classes))
     width = 0.8 / len(splits)
     for k, s in enumerate(splits):
-        counts = np.asarray(stats[s]['class_counts'], float)
+        counts = np.array([by_class[s].get(c, 0) for c in classes], float)
         if share:
             counts = 100 * counts / max(counts.sum(), 1)
         ax.bar(x + (k - (len(splits) - 1) / 2) * width, counts, width,

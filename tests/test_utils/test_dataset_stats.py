@@ -58,6 +58,35 @@ def test_table_and_histograms(tmp_path):
     assert all(osp.getsize(p) > 1000 for p in paths)
 
 
+def test_boxes_at_the_edges_as_coco_gives_them():
+    """COCO boxes [x, y, w, h] as corners x + w: a 32x32 box (float32, as
+    mmdet loads it) is not small and a 40x10 one (float64, as CocoDataset
+    parses it) is not twisted, though the corners' differences give an
+    area below 32^2 and w/h above 4."""
+    square = np.array([[12.3, 40.7, 12.3 + 32, 40.7 + 32]], np.float32)
+    wide = np.array([[0, 13.9, 0 + 40, 13.9 + 10]])
+    w, h = (square[:, 2:].astype(float) - square[:, :2]).T
+    assert w[0] * h[0] < 32**2
+    w, h = (wide[:, 2:] - wide[:, :2]).T
+    assert w[0] / h[0] > 4
+    s = compute_stats([dict(width=100, height=100,
+                            bboxes=np.concatenate([square, wide]),
+                            labels=np.array([0, 0]))], ('a', ))
+    # (the 40x10 box is small: 400 px)
+    assert s['small_pct'] == 50 and s['twisted_pct'] == 0
+
+
+def test_splits_with_other_classes_are_matched_by_name(tmp_path):
+    """A val set listing other classes, or the same in another order: the
+    table and the plot count each class under its own name."""
+    stats = dict(train=compute_stats(RECORDS, ('a', 'b', 'c')),
+                 val=compute_stats(RECORDS[:1], ('b', 'a')))
+    table = format_table(stats)
+    assert '| a | 2 | 1 |' in table and '| b | 1 | 1 |' in table
+    assert '| c | 0 | - |' in table
+    assert len(plot_histograms(stats, str(tmp_path))) == 3
+
+
 def test_split_histograms_are_shares_of_boxes(tmp_path, monkeypatch):
     """With two splits each bar is a share of its split's boxes, so the
     bars of a split sum to 1 on the log bins; a density would divide by

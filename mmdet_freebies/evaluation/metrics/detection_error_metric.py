@@ -4,10 +4,11 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 from mmengine.evaluator import BaseMetric
+from pycocotools import mask as mask_utils
 
-from mmdet.evaluation.functional import bbox_overlaps
 from mmdet.registry import METRICS
 
+from ...utils.boxes import box_sides
 from ...utils.checks import is_real
 
 # COCO's area ranges: small < 32^2 <= medium < 96^2 <= large.
@@ -16,10 +17,26 @@ _SIZE_EDGES = np.array([32.0**2, 96.0**2])
 
 
 def size_bucket(bboxes: np.ndarray) -> np.ndarray:
-    """Index into ``SIZE_NAMES`` of each box (x1, y1, x2, y2) by its area."""
-    bboxes = np.asarray(bboxes, dtype=np.float64).reshape(-1, 4)
-    area = (bboxes[:, 2] - bboxes[:, 0]) * (bboxes[:, 3] - bboxes[:, 1])
+    """Index into ``SIZE_NAMES`` of each box (x1, y1, x2, y2) by its area,
+    width x height (:func:`box_sides`)."""
+    area = box_sides(bboxes).prod(1)
     return np.searchsorted(_SIZE_EDGES, area, side='right')
+
+
+def _coco_iou(dets: np.ndarray, boxes: np.ndarray,
+              crowd: bool = False) -> np.ndarray:
+    """pycocotools' IoU of boxes (x1, y1, x2, y2), (dets x boxes), in
+    float64 as COCOeval (mmdet's ``bbox_overlaps`` rounds to float32, so an
+    IoU of exactly 0.7 would miss a 0.7 threshold); ``crowd``: intersection
+    over the detection's area, COCO's IoU with a crowd box."""
+    if not len(dets) or not len(boxes):
+        return np.zeros((len(dets), len(boxes)))
+
+    def xywh(b):
+        return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1)
+
+    return np.asarray(mask_utils.iou(xywh(dets), xywh(boxes),
+                                     [int(crowd)] * len(boxes)))
 
 
 def _same_class_only(overlaps: np.ndarray, pred_labels,
@@ -41,8 +58,8 @@ def match_image(pred_bboxes: np.ndarray,
     """Greedy per-class matching of one image's detections, as in COCO.
 
     Detections are visited by descending score; each takes the unmatched
-    ground truth of its class with the highest IoU, if that IoU is at least
-    ``iou_thr`` (a true positive). An unmatched detection inside an ignored
+    ground truth of its class with the highest IoU (the last of equal ones,
+    as COCOeval), if that IoU is at least ``iou_thr`` (a true positive). An unmatched detection inside an ignored
     (crowd) box of its class is neither TP nor FP: as COCO's crowd IoU, the
     intersection over the *detection's* area must reach ``iou_thr``
     (``ignore_labels=None``: a crowd box of any class). Any other unmatched
@@ -66,18 +83,18 @@ def match_image(pred_bboxes: np.ndarray,
     gt_size = size_bucket(gt_bboxes)
     gt_matched = np.zeros(len(gt_bboxes), bool)
     # One IoU matrix for all pairs; the class mask keeps matching per class.
-    ious = _same_class_only(bbox_overlaps(pred_bboxes, gt_bboxes),
-                            pred_labels, gt_labels)
+    ious = _same_class_only(_coco_iou(pred_bboxes, gt_bboxes), pred_labels,
+                            gt_labels)
     ignored = np.zeros(len(pred_bboxes), bool)
     if len(ignore_bboxes) and len(pred_bboxes):
-        crowd_iou = bbox_overlaps(pred_bboxes, ignore_bboxes, mode='iof')
+        crowd_iou = _coco_iou(pred_bboxes, ignore_bboxes, crowd=True)
         if ignore_labels is not None:
             crowd_iou = _same_class_only(crowd_iou, pred_labels,
                                          ignore_labels)
         ignored = crowd_iou.max(1) >= iou_thr
     for i in np.argsort(-np.asarray(pred_scores), kind='stable'):
         cand = np.where(gt_matched, -1.0, ious[i]) if len(gt_bboxes) else []
-        j = int(np.argmax(cand)) if len(cand) else -1
+        j = len(cand) - 1 - int(np.argmax(cand[::-1])) if len(cand) else -1
         if j >= 0 and cand[j] >= iou_thr:
             gt_matched[j] = True
             out['tp'][gt_size[j]] += 1
@@ -109,6 +126,12 @@ class DetectionErrorMetric(BaseMetric):
     ``precision``, ``recall``, ``mean_iou`` and the same for each of
     ``small``, ``medium``, ``large`` (e.g. ``fp_small``, the count of false
     positives on small boxes). A ratio with an empty denominator is 0.
+
+    Sizes are COCO's area ranges on width x height of the box: TP and FN by
+    the ground truth's box, FP by the detection's. COCOeval bins ground
+    truths by the annotation's ``area`` instead, the mask area for COCO
+    instances (often below the box's), which mmdet does not load: an
+    object counted in ``*_medium`` here can be in CocoMetric's AP_S.
 
     Args:
         iou_thr (float): IoU for a true positive. Defaults to 0.5.

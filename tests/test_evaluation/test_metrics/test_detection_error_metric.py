@@ -104,6 +104,11 @@ def test_size_bucket_edges():
     boxes = [[0, 0, 31.9, 31.9], [0, 0, 32, 32], [0, 0, 95, 96],
              [0, 0, 96, 96]]
     assert size_bucket(np.array(boxes)).tolist() == [0, 1, 1, 2]
+    # COCO's [12.3, 40.7, 32, 32] as mmdet's float32 corners: 31.999998 px
+    # sides, still 32 x 32
+    box = np.array([[12.3, 40.7, 12.3 + 32, 40.7 + 32]], np.float32)
+    assert (box[0, 2] - box[0, 0]) * (box[0, 3] - box[0, 1]) < 32**2
+    assert size_bucket(box).tolist() == [1]
 
 
 def test_crowd_boxes_ignore_detections_inside_them_as_coco():
@@ -134,6 +139,108 @@ def test_the_thresholds_are_inclusive():
                       np.array([[5, 0, 15, 10.]]), np.array([0]),
                       iou_thr=0.5)
     assert out['fp'].sum() == 0
+
+
+@pytest.mark.parametrize('thr', [0.6, 0.7, 0.8, 0.9])
+def test_an_iou_exactly_at_the_threshold_matches(thr):
+    """IoU thr = (100 thr) / 100 exactly: a TP at iou_thr=thr, as in
+    COCOeval's float64 (float32 IoUs miss 0.7 and 0.9); the same for a
+    detection covered by a crowd box at IoF thr."""
+    det = np.array([[0, 0, 100 * thr, 10]])
+    out = match_image(det, [.9], [0], np.array([[0, 0, 100, 10.]]), [0],
+                      iou_thr=thr)
+    assert (out['tp'].sum(), out['fp'].sum(), out['fn'].sum()) == (1, 0, 0)
+    out = match_image(np.array([[0, 0, 100, 10.]]), [.9], [0],
+                      np.zeros((0, 4)), [],
+                      np.array([[100 * (1 - thr), 0, 200, 10]]), [0],
+                      iou_thr=thr)
+    assert out['fp'].sum() == 0
+
+
+def test_equal_ious_go_to_the_last_gt_as_in_cocoeval():
+    """The first detection overlaps both gts by 2/3; COCOeval gives it the
+    last, which leaves the first to the second detection (IoU 0.8): 2 TPs.
+    The first gt would leave the second detection unmatched."""
+    out = match_image(np.array([[2, 0, 12, 10], [0, 0, 8, 10.]]), [.9, .8],
+                      [0, 0], np.array([[0, 0, 10, 10], [4, 0, 14, 10.]]),
+                      [0, 0])
+    assert (out['tp'].sum(), out['fp'].sum(), out['fn'].sum()) == (2, 0, 0)
+
+
+def _coco_counts(images, iou_thr):
+    """TP, FP and FN of pycocotools' COCOeval at one IoU threshold, all
+    areas, no detection limit, from its per-image matches."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    gt = COCO()
+    anns, dets = [], []
+    for i, (pred, boxes, labels, crowd) in enumerate(images):
+        for box, label, c in zip(boxes, labels, crowd):
+            w, h = box[2] - box[0], box[3] - box[1]
+            anns.append(dict(id=len(anns) + 1, image_id=i, category_id=label,
+                             bbox=[box[0], box[1], w, h], area=w * h,
+                             iscrowd=int(c)))
+        for box, score, label in zip(*pred):
+            dets.append(dict(image_id=i, category_id=label, score=score,
+                             bbox=[box[0], box[1], box[2] - box[0],
+                                   box[3] - box[1]]))
+    gt.dataset = dict(images=[dict(id=i) for i in range(len(images))],
+                      annotations=anns,
+                      categories=[dict(id=c) for c in range(3)])
+    gt.createIndex()
+    ev = COCOeval(gt, gt.loadRes(dets), 'bbox')
+    ev.params.iouThrs = np.array([iou_thr])
+    ev.params.maxDets = [10000]
+    ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e10]], ['all']
+    ev.evaluate()
+    tp = fp = fn = 0
+    for e in filter(None, ev.evalImgs):
+        matched, ignored = e['dtMatches'][0] > 0, e['dtIgnore'][0] > 0
+        tp += int((matched & ~ignored).sum())
+        fp += int((~matched & ~ignored).sum())
+        fn += int(((e['gtMatches'][0] == 0) & ~e['gtIgnore'].astype(bool))
+                  .sum())
+    return tp, fp, fn
+
+
+@pytest.mark.parametrize('iou_thr', [0.5, 0.7])
+def test_counts_equal_cocoevals_on_random_images(iou_thr):
+    """30 images of random boxes on a coarse grid (so equal IoUs occur), 3
+    classes, some crowd gts: TP, FP and FN equal pycocotools'."""
+    rng = np.random.RandomState(0)
+    images, metric = [], DetectionErrorMetric(iou_thr=iou_thr, score_thr=0)
+
+    def boxes(n):
+        xy = rng.randint(0, 8, (n, 2)) * 4.0
+        return np.concatenate([xy, xy + rng.randint(2, 6, (n, 2)) * 4], 1)
+
+    for _ in range(30):
+        num_gts = rng.randint(0, 6)
+        gt_boxes, gt_labels = boxes(num_gts), rng.randint(0, 3, num_gts)
+        crowd = rng.rand(num_gts) < 0.15
+        # near copies of the gts (some of another class), and strays
+        near = np.repeat(np.arange(num_gts), 2)
+        near = near[rng.rand(len(near)) < 0.6]
+        det_boxes = np.concatenate([
+            gt_boxes[near] + rng.randint(-1, 2, (len(near), 4)) * 4 *
+            (rng.rand(len(near), 4) < 0.3),
+            boxes(rng.randint(0, 4))])
+        det_labels = np.concatenate([
+            np.where(rng.rand(len(near)) < 0.8, gt_labels[near],
+                     rng.randint(0, 3, len(near))),
+            rng.randint(0, 3, len(det_boxes) - len(near))])
+        pred = (det_boxes, np.round(rng.rand(len(det_boxes)), 1),
+                det_labels)
+        images.append((pred, gt_boxes, gt_labels, crowd))
+        metric.process({}, [_sample(
+            tuple(x.tolist() for x in pred),
+            (gt_boxes[~crowd].tolist(), gt_labels[~crowd].tolist()),
+            ignored=gt_boxes[crowd].tolist(),
+            ignored_labels=gt_labels[crowd].tolist())])
+    m = metric.compute_metrics(metric.results)
+    tp, fp, fn = _coco_counts(images, iou_thr)
+    assert tp > 10 and fp > 10 and fn > 5
+    assert (m['tp'], m['fp'], m['fn']) == (tp, fp, fn)
 
 
 def test_missing_gt_and_bad_args():
