@@ -147,8 +147,8 @@ class TrainingHealthHook(Hook):
       ``stagnation_window`` iterations after the warm-up, the smoothed
       loss has not fallen ``stagnation_rel`` below its level at the end of
       the warm-up. Judged once, in a run that starts within the warm-up
-      (not after a resume past it): a healthy run's late plateau is no
-      failure;
+      (or is resumed from one that did): a healthy run's late plateau is
+      no failure;
     * ``collapse``: every sampled max foreground score in ``window``
       iterations is below ``collapse_score`` and the second half of the
       window does not exceed the first (a run that starts at a tiny prior
@@ -167,6 +167,13 @@ class TrainingHealthHook(Hook):
     (which logs the iteration on its interval) and after the LR schedulers
     have stepped, as ``CheckpointHook`` saves, so that ``--resume``
     continues the schedule.
+
+    The judging state (smoothed loss and its minimum, the windows) travels
+    in the checkpoints (``training_health``, not the state dict), so a
+    ``--resume``d run judges as the uninterrupted one would; the patterns
+    are reported again if they persist. The stop checkpoint leaves it out:
+    a run resumed from it, after a fix, is judged afresh. Rank 0 saves it,
+    and every rank resumes with rank 0's.
 
     Under DDP every rank judges its own losses, scores and (local)
     gradients; rank 0's are the ones logged. With ``action='stop'`` the
@@ -301,6 +308,8 @@ class TrainingHealthHook(Hook):
                                   for k, v in head_ratio_ranges.items()}
         self.score_interval = score_interval
         self.detections: List[dict] = []
+        self._loaded: Optional[dict] = None  # the state --resume restores
+        self._saving_stop = False
 
     # ----------------------------------------------------------- set-up
     def before_train(self, runner) -> None:
@@ -324,12 +333,45 @@ class TrainingHealthHook(Hook):
         self._reported = set()
         # this iteration's first detection, when action='stop'
         self._stop: Optional[dict] = None
+        if self._loaded is not None:  # --resume: as the run left it
+            self._set_state(self._loaded)
+            self._loaded = None
         # once per runner; inserted after this hook, so the loop calling
         # before_train still visits every hook once
         if self.action == 'stop' and not any(
                 isinstance(h, _StopAfterSchedulers) and h.health is self
                 for h in runner.hooks):
             runner.register_hook(_StopAfterSchedulers(self))
+
+    # ------------------------------------------------------------- resume
+    def _get_state(self) -> dict:
+        """The judging state, as lists of numbers (loadable weights-only)."""
+        return dict(
+            losses=list(self._losses), best=self._best,
+            start=None if self._start is None else list(self._start),
+            stagnation_open=self._stagnation_open,
+            fg_max=[list(x) for x in self._fg_max],
+            ratios={k: [list(x) for x in v] for k, v in self._ratios.items()})
+
+    def _set_state(self, state: dict) -> None:
+        self._losses = deque(state['losses'], maxlen=self.smooth)
+        self._best = state['best']
+        self._start = None if state['start'] is None else tuple(
+            state['start'])
+        self._stagnation_open = state['stagnation_open']
+        self._fg_max = deque(tuple(x) for x in state['fg_max'])
+        self._ratios = {k: deque(tuple(x) for x in v)
+                        for k, v in state['ratios'].items()}
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if hasattr(self, '_losses') and not self._saving_stop:
+            checkpoint['training_health'] = self._get_state()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Keep the state for ``before_train`` (mmengine loads first); only
+        ``--resume`` continues a run, ``load_from`` starts one."""
+        self._loaded = checkpoint.get(
+            'training_health') if runner._resume else None
 
     def install(self, runner) -> None:
         """Put the grad and forward hooks on the model's final
@@ -475,7 +517,8 @@ class TrainingHealthHook(Hook):
         ratios = head_loss_ratios(log_vars)
         for head, ratio in ratios.items():
             hub.update_scalar(f'train/health/ratio_{head}', ratio)
-            self._ratios.setdefault(head, deque()).append((it, ratio))
+            if math.isfinite(ratio):  # (a non-finite loss is its own case)
+                self._ratios.setdefault(head, deque()).append((it, ratio))
         self._check(runner, it, log_vars)
 
     def _check_named_heads(self, log_vars: Dict[str, float]) -> None:
@@ -608,8 +651,13 @@ class TrainingHealthHook(Hook):
             return
         filename = f'health_stop_iter_{it}.pth'
         # rank 0 writes; by iteration, as CheckpointHook's iteration saves
-        # (by epoch would skip the rest of the epoch on --resume)
-        runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
+        # (by epoch would skip the rest of the epoch on --resume); without
+        # the judging state, so that a resumed run is judged afresh
+        self._saving_stop = True
+        try:
+            runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
+        finally:
+            self._saving_stop = False
         # the other ranks wait: under torchrun, a rank exiting with the
         # error makes the launcher kill rank 0 in the middle of the write
         barrier()

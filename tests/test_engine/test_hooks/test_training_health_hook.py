@@ -391,6 +391,55 @@ def test_a_resumed_run_judges_collapse_on_a_full_window(tmp_path):
     assert 'in all 4 samples' in hook.detections[0]['message']
 
 
+def _rising(i):
+    """1 until iteration 100, then a linear rise to 5 at iteration 200."""
+    loss = 1.0 if i < 100 else 1.0 + 4.0 * (i - 99) / 100
+    return dict(loss_cls=loss / 2, loss_bbox=loss / 2)
+
+
+@pytest.mark.parametrize('resume,expected', [(True, [178]), (False, [])])
+def test_resume_judges_as_the_uninterrupted_run(tmp_path, resume, expected):
+    """A checkpoint at iteration 150 carries the judging state: --resume
+    names the divergence at 178 as the uninterrupted run does (its minimum,
+    1, is from before the checkpoint); a fine-tune (load_from) starts
+    afresh, its minimum already high, and names none."""
+    kwargs = dict(smooth=5, patterns=['divergence'])
+    whole = _hook(**kwargs)
+    _train(whole, _runner(tmp_path, name='whole'), _rising, 200)
+    assert [d['iter'] for d in whole.detections] == [178]
+
+    runner = _runner(tmp_path, name=f'first{resume}')
+    first = _hook(**kwargs)
+    _train(first, runner, _rising, 150)
+    ckpt = {}
+    first.before_save_checkpoint(runner, ckpt)
+    runner._resume = resume
+    second = _hook(**kwargs)
+    second.after_load_checkpoint(runner, ckpt)
+    _train(second, runner, lambda i: _rising(i + 150), 50)
+    assert [d['iter'] for d in second.detections] == expected
+    # lists and numbers only: a weights-only torch.load reads them
+    path = tmp_path / 'state.pth'
+    torch.save(ckpt, path)
+    assert torch.load(path) == ckpt
+
+
+def test_the_stop_checkpoint_leaves_the_state_out(tmp_path):
+    """Resumed from the stop checkpoint, after a fix, a run is judged
+    afresh: the diverged losses before the stop would stop it again."""
+    runner = _runner(tmp_path)
+    saved = []
+    runner.save_checkpoint = lambda *a, **k: saved.append(
+        hook.before_save_checkpoint(runner, ckpt) or dict(ckpt))
+    ckpt = {}
+    hook = _hook(action='stop', smooth=5, patterns=['divergence'])
+    with pytest.raises(TrainingFailureError, match='iter 178: divergence'):
+        _train(hook, runner, _rising, 200)
+    assert saved == [{}]
+    hook.before_save_checkpoint(runner, ckpt)  # a regular checkpoint
+    assert ckpt['training_health']['best'] == pytest.approx(1.0)
+
+
 def test_warmup_read_from_the_lr_schedulers(tmp_path):
     runner = _runner(tmp_path)
     optimizer = torch.optim.SGD(runner.model.parameters(), lr=0.1)
