@@ -132,8 +132,10 @@ class TrainingHealthHook(Hook):
       their gradient, before the optimizer wrapper zeroes them;
     * ``health/fg_mean``, ``health/fg_max``, ``health/fg_frac``: mean and
       max foreground probability over all anchors (or RoIs) of the batch,
-      and the fraction above 0.5, from a forward hook on the first such
-      layer, every ``score_interval`` iterations.
+      and the fraction above 0.5, from a forward hook on the layer, every
+      ``score_interval`` iterations; with several layers (a two-stage
+      detector's ``rpn_cls`` and ``fc_cls``) one set per layer, the key
+      suffixed as the grad norm's (``health/fg_max_fc_cls``).
 
     The signals go to ``runner.message_hub`` as ``train/health/...`` scalars
     (so the mmengine log, ``scalars.json`` and TensorBoard show them), and
@@ -149,10 +151,10 @@ class TrainingHealthHook(Hook):
       the warm-up. Judged once, in a run that starts within the warm-up
       (or is resumed from one that did): a healthy run's late plateau is
       no failure;
-    * ``collapse``: every sampled max foreground score in ``window``
-      iterations is below ``collapse_score`` and the second half of the
-      window does not exceed the first (a run that starts at a tiny prior
-      and is learning rises);
+    * ``collapse``: every sampled max foreground score of a layer in
+      ``window`` iterations is below ``collapse_score`` and the second half
+      of the window does not exceed the first (a run that starts at a tiny
+      prior and is learning rises);
     * ``regression_domination`` / ``classification_domination``: the median
       of a head's ratio over ``window`` iterations is below
       ``ratio_range[0]`` / above ``ratio_range[1]``.
@@ -328,7 +330,8 @@ class TrainingHealthHook(Hook):
         # it does not know the loss at the warm-up's end)
         self._start: Optional[Tuple[int, float]] = None
         self._stagnation_open = runner.iter <= self.warmup_iters
-        self._fg_max: Deque[Tuple[int, float]] = deque()
+        # per layer key: (iteration, sampled max foreground score)
+        self._fg_max: Dict[str, Deque[Tuple[int, float]]] = {}
         self._ratios: Dict[str, Deque[Tuple[int, float]]] = {}
         self._reported = set()
         # this iteration's first detection, when action='stop'
@@ -350,7 +353,8 @@ class TrainingHealthHook(Hook):
             losses=list(self._losses), best=self._best,
             start=None if self._start is None else list(self._start),
             stagnation_open=self._stagnation_open,
-            fg_max=[list(x) for x in self._fg_max],
+            fg_max={k: [list(x) for x in v]
+                    for k, v in self._fg_max.items()},
             ratios={k: [list(x) for x in v] for k, v in self._ratios.items()})
 
     def _set_state(self, state: dict) -> None:
@@ -359,7 +363,8 @@ class TrainingHealthHook(Hook):
         self._start = None if state['start'] is None else tuple(
             state['start'])
         self._stagnation_open = state['stagnation_open']
-        self._fg_max = deque(tuple(x) for x in state['fg_max'])
+        self._fg_max = {k: deque(tuple(x) for x in v)
+                        for k, v in state['fg_max'].items()}
         self._ratios = {k: deque(tuple(x) for x in v)
                         for k, v in state['ratios'].items()}
 
@@ -390,14 +395,12 @@ class TrainingHealthHook(Hook):
                     self._handles.append(p.register_hook(
                         self._grad_hook(self._keys[name])))
         self._sample = False
-        self._scores: List[torch.Tensor] = []
-        if self._layers:
-            name = next(iter(self._layers))
-            layer, spec = self._layers[name]
+        self._scores: Dict[str, List[torch.Tensor]] = {}
+        for name, (layer, spec) in self._layers.items():
             for conv in (layer if isinstance(layer, nn.ModuleList)
                          else [layer]):
                 self._handles.append(conv.register_forward_hook(
-                    self._score_hook(*spec)))
+                    self._score_hook(self._keys[name], *spec)))
 
     def after_train(self, runner) -> None:
         for handle in self._handles:
@@ -463,11 +466,12 @@ class TrainingHealthHook(Hook):
                 grad.detach().float().pow(2).sum())
         return hook
 
-    def _score_hook(self, kind: str, num_classes: int, num_anchors: int):
+    def _score_hook(self, key: str, kind: str, num_classes: int,
+                    num_anchors: int):
         def hook(module, inputs, output) -> None:
             if self._sample and module.training:
                 with torch.no_grad():
-                    self._scores.append(_fg_scores(
+                    self._scores.setdefault(key, []).append(_fg_scores(
                         kind, output.detach().float(), num_classes,
                         num_anchors))
         return hook
@@ -476,7 +480,7 @@ class TrainingHealthHook(Hook):
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:
         self._sample = runner.iter % self.score_interval == 0
-        self._scores = []
+        self._scores = {}
         self._sq_norms = {}
         # the gradients are those of the loss as the optim wrapper scales
         # it: AmpOptimWrapper multiplies by this iteration's loss scale (the
@@ -503,15 +507,19 @@ class TrainingHealthHook(Hook):
             hub.update_scalar(
                 f'train/health/grad_norm_{key}',
                 float(torch.stack(sq).sum().sqrt()) / self._grad_scale)
-        if self._scores:
-            fg = torch.cat([s.flatten() for s in self._scores])
-            if fg.numel():
-                fg_max = float(fg.max())
-                hub.update_scalar('train/health/fg_mean', float(fg.mean()))
-                hub.update_scalar('train/health/fg_max', fg_max)
-                hub.update_scalar('train/health/fg_frac',
-                                  float((fg > 0.5).float().mean()))
-                self._fg_max.append((it, fg_max))
+        for key, scores in self._scores.items():
+            fg = torch.cat([s.flatten() for s in scores])
+            if not fg.numel():
+                continue
+            # one layer: the plain keys; several: suffixed per layer
+            suffix = f'_{key}' if len(self._layers) > 1 else ''
+            fg_max = float(fg.max())
+            hub.update_scalar(f'train/health/fg_mean{suffix}',
+                              float(fg.mean()))
+            hub.update_scalar(f'train/health/fg_max{suffix}', fg_max)
+            hub.update_scalar(f'train/health/fg_frac{suffix}',
+                              float((fg > 0.5).float().mean()))
+            self._fg_max.setdefault(key, deque()).append((it, fg_max))
         if self._named_heads:
             self._check_named_heads(log_vars)
         ratios = head_loss_ratios(log_vars)
@@ -550,25 +558,28 @@ class TrainingHealthHook(Hook):
             self._check_loss_curve(runner, it,
                                    sum(self._losses) / self.smooth)
         start = it - self.window  # samples after ``start`` form the window
-        for buf in [self._fg_max, *self._ratios.values()]:
+        for buf in [*self._fg_max.values(), *self._ratios.values()]:
             while buf and buf[0][0] <= start:
                 buf.popleft()
         if not judged or start < self.warmup_iters:
             return
-        fg = [v for _, v in self._fg_max]
-        # Near zero and not rising: a run started at a tiny prior (e.g.
-        # OptimalBiasInit's 1e-5) that is learning shows a rising maximum.
-        # A full window of samples is needed (a resumed run starts empty).
-        half = len(fg) // 2
-        if (len(fg) >= max(2, self.window // self.score_interval)
-                and max(fg) < self.collapse_score
-                and max(fg[half:]) <= max(fg[:half])):
-            self._detect(
-                runner, it, 'collapse',
-                f'max foreground score below {self.collapse_score:g} in all '
-                f'{len(fg)} samples of the last {self.window} iterations and '
-                f'not rising (first half up to {max(fg[:half]):.3g}, second '
-                f'half up to {max(fg[half:]):.3g})')
+        for key, buf in self._fg_max.items():
+            fg = [v for _, v in buf]
+            # Near zero and not rising: a run started at a tiny prior (e.g.
+            # OptimalBiasInit's 1e-5) that is learning shows a rising
+            # maximum. A full window of samples is needed.
+            half = len(fg) // 2
+            if (len(fg) >= max(2, self.window // self.score_interval)
+                    and max(fg) < self.collapse_score
+                    and max(fg[half:]) <= max(fg[:half])):
+                layer = f' of {key}' if len(self._layers) > 1 else ''
+                self._detect(
+                    runner, it, 'collapse',
+                    f'max foreground score{layer} below '
+                    f'{self.collapse_score:g} in all {len(fg)} samples of '
+                    f'the last {self.window} iterations and not rising '
+                    f'(first half up to {max(fg[:half]):.3g}, second half '
+                    f'up to {max(fg[half:]):.3g})')
         for head, buf in self._ratios.items():
             low, high = self.head_ratio_ranges.get(head, self.ratio_range)
             values = [v for _, v in buf]

@@ -352,6 +352,49 @@ def test_collapse_names_the_sampling_free_remedy(tmp_path):
         hook.detections[0]['message']
 
 
+def test_two_stage_scores_per_layer_and_a_roi_head_collapse(tmp_path):
+    """A two-stage stand-in: a healthy sigmoid ``rpn_cls`` and a softmax
+    ``fc_cls`` whose background logit dominates. Each layer logs its own
+    scores (suffixed keys), and the RoI classifier's collapse is named."""
+    model = nn.Module()
+    model.rpn_head = _Head(num_classes=1, num_anchors=3)
+    model.rpn_head.rpn_cls = model.rpn_head.retina_cls
+    del model.rpn_head.retina_cls
+    model.roi_head = nn.Module()
+    model.roi_head.bbox_head = bbox_head = nn.Module()
+    bbox_head.num_classes = 3
+    bbox_head.loss_cls = SimpleNamespace(use_sigmoid=False)
+    bbox_head.fc_cls = nn.Linear(8, 4)  # 3 classes, background last
+    with torch.no_grad():
+        bbox_head.fc_cls.bias.copy_(torch.tensor([0., 0., 0., 20.]))
+    runner = _runner(tmp_path, name='two_stage')
+    runner.model = model
+    hook = _hook(patterns=['collapse'])
+    hook.before_train(runner)
+    feats = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+    rois = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+    for i in range(6):
+        hook.before_train_iter(runner, i)
+        rpn = model.rpn_head.rpn_cls(feats)
+        roi = bbox_head.fc_cls(rois)
+        (rpn.pow(2).mean() + roi.pow(2).mean()).backward()
+        hook.after_train_iter(runner, i, outputs=dict(
+            loss=torch.tensor(2.), loss_rpn_cls=torch.tensor(.5),
+            loss_rpn_bbox=torch.tensor(.5), loss_cls=torch.tensor(.5),
+            loss_bbox=torch.tensor(.5)))
+        runner.iter += 1
+    hub = runner.message_hub
+    assert hub.get_scalar('train/health/fg_max_rpn_cls').current() == \
+        pytest.approx(rpn.detach().sigmoid().max().item(), rel=1e-5)
+    assert hub.get_scalar('train/health/fg_max_fc_cls').current() == \
+        pytest.approx(1 - roi.detach().softmax(-1)[:, 3].min().item(),
+                      abs=1e-9)
+    assert 'train/health/fg_max' not in hub.log_scalars
+    assert [d['pattern'] for d in hook.detections] == ['collapse']
+    assert 'max foreground score of fc_cls below' in \
+        hook.detections[0]['message']
+
+
 def test_a_low_but_rising_score_is_no_collapse(tmp_path):
     # As after OptimalBiasInit: scores start near a 1e-5 prior and rise.
     runner = _runner(tmp_path)
