@@ -21,3 +21,5 @@ model = dict(
     # RetinaNet, its 2021 configs at 1e-3 with NMS 0.5; NMS 0.55 is kept
     # because the toy tables in docs/sampling_free.md were run with it.
     test_cfg=dict(score_thr=1e-3, nms=dict(iou_threshold=0.55)))
+# --tta merges the flipped results with its own NMS: the same 0.55
+tta_model = dict(tta_cfg=dict(nms=dict(iou_threshold=0.55)))

@@ -92,6 +92,21 @@ def test_dense_sampling_free_configs_follow_the_2021_code(name, prior):
         type='GuidedLossScaling', guide='mean', freeze_after=100)
 
 
+def test_tta_merges_with_the_test_nms():
+    """A config that changes the test NMS threshold (the CE RetinaNet rows:
+    0.55) changes the one --tta merges its flipped results with too."""
+    checked = {}
+    for name in ALL_CONFIGS:
+        cfg = Config.fromfile(osp.join(CONFIGS, name))
+        test_cfg = cfg.model.get('test_cfg') or {}
+        nms = (test_cfg.get('rcnn') or test_cfg).get('nms')
+        if nms is not None and 'tta_model' in cfg:
+            checked[name] = nms.iou_threshold
+            assert cfg.tta_model.tta_cfg.nms.iou_threshold == \
+                nms.iou_threshold, name
+    assert checked['retinanet_ce_sf.py'] == 0.55 and len(checked) >= 8
+
+
 # The Libra rows add mmdet's BFP neck: their plain counterpart is mmdet's
 # own Libra config, not the root of their _base_ chain.
 PLAIN = {'faster_rcnn_libra.py': 'libra_rcnn/'
