@@ -28,6 +28,9 @@ def main(argv=None):
     parser.add_argument('--min-visible', type=float, default=0.5,
                         help='share of its pixels every object keeps '
                         'visible under the later shapes')
+    parser.add_argument('--min-size', type=float, default=8.0,
+                        help='smallest object size (geometric mean of the '
+                        'sides) in pixels')
     args = parser.parse_args(argv)
     try:
         paths = make_toy_dataset(args.out, seed=args.seed,
@@ -35,9 +38,16 @@ def main(argv=None):
                                  num_val=args.num_val,
                                  num_classes=args.num_classes,
                                  img_size=args.img_size,
+                                 min_size=args.min_size,
                                  min_visible=args.min_visible)
     except ValueError as e:
-        parser.error(str(e))
+        # the generator names its arguments: name the flags instead
+        message = str(e)
+        for name in ('num_train', 'num_val', 'num_classes', 'img_size',
+                     'min_size', 'min_visible'):
+            message = message.replace(f'{name}=',
+                                      f"--{name.replace('_', '-')} ")
+        parser.error(message)
     for split, path in paths.items():
         print(f'{split}: {path}')
 

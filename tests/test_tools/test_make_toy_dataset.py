@@ -20,10 +20,24 @@ def test_writes_the_dataset(tmp_path, capsys):
     assert 'train: ' in capsys.readouterr().out
 
 
+def test_the_tests_fixture_set_is_made_by_the_flags(tmp_path, toy_data_root):
+    """docs/failure_patterns.md recreates the tests' fixture set (conftest's
+    make_toy_dataset(min_size=6, ...)) with these flags: the same files."""
+    make_toy_dataset.main(['--out', str(tmp_path), '--num-train', '16',
+                           '--num-val', '8', '--img-size', '64x64',
+                           '--min-size', '6'])
+    for split in ('train', 'val'):
+        name = f'annotations/{split}.json'
+        assert (tmp_path / name).read_bytes() == open(
+            toy_data_root + name, 'rb').read()
+
+
 @pytest.mark.parametrize('args, message', [
-    (['--min-visible', '1.5'], 'min_visible=1.5 must be in'),
+    (['--min-visible', '1.5'], '--min-visible 1.5 must be in'),
     (['--img-size', '64'], '--img-size must look like 128x128'),
-    (['--num-classes', '9'], 'num_classes=9'),
+    (['--num-classes', '9'], '--num-classes 9'),
+    (['--img-size', '0x0'], '--img-size (0, 0) must be at least 16 px'),
+    (['--min-size', '0'], '--min-size 0.0 must be in (0, 102.4]'),
 ])
 def test_bad_options(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit):

@@ -231,6 +231,10 @@ def make_toy_dataset(out_dir: str,
                          f'[1, {len(SHAPES)}]')
     if min(img_size) < 16:
         raise ValueError(f'img_size={img_size} must be at least 16 px')
+    if not 0 < min_size <= max_frac * min(img_size):
+        raise ValueError(f'min_size={min_size} must be in (0, '
+                         f'{max_frac * min(img_size):g}], max_frac times '
+                         'the image side')
     if not 0 <= min_visible <= 1:
         raise ValueError(f'min_visible={min_visible} must be in [0, 1]')
     if num_train < 1 or num_val < 1:
