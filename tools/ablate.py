@@ -4,6 +4,11 @@ table (the Sampling-Free paper's Table IV style) and plot the losses.
 Example (``make demo``):
     python tools/ablate.py configs/retinanet_fl.py configs/retinanet_ce.py \
         configs/retinanet_ce_sf.py --toy small --work-dir work_dirs/demo
+
+Exits 1 when a run failed (an error other than a non-finite loss, e.g. a
+broken config or a TrainingHealthHook stop) or every run diverged; a
+diverged row beside finished ones is a result (the CE row is expected to
+diverge), exit 0.
 """
 import argparse
 import json
@@ -31,6 +36,8 @@ def main(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         default={})
     args = parser.parse_args(argv)
+    if args.toy_data is not None and args.toy is None:
+        parser.error(f'--toy-data {args.toy_data!r} is only read with --toy')
     for path in args.configs:
         if not osp.isfile(path):
             parser.error(f'config file {path!r} does not exist')
@@ -72,7 +79,10 @@ def main(argv=None):
 
     print('\n' + markdown_table(rows) + '\n')
     print(f'loss curves: {plot}')
-    return 1 if all(r['diverged'] for r in rows.values()) else 0
+    failed = [name for name, r in rows.items() if r.get('failed')]
+    if failed:
+        print(f'[ablate] failed: {failed}', flush=True)
+    return 1 if failed or all(r['diverged'] for r in rows.values()) else 0
 
 
 if __name__ == '__main__':

@@ -36,9 +36,9 @@ def parse_values(text: str) -> List[float]:
     except ValueError:
         raise ValueError(f'--values must be comma-separated numbers, got '
                          f'{text!r}') from None
-    if not values or any(not v > 0 for v in values):
-        raise ValueError(f'--values must be positive (log axis), got '
-                         f'{text!r}')
+    if not values or any(not 0 < v < math.inf for v in values):
+        raise ValueError(f'--values must be positive and finite (log '
+                         f'axis), got {text!r}')
     return values
 
 
@@ -171,6 +171,8 @@ def parse_args(argv=None):
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='score threshold of DetectionErrorMetric')
     args = parser.parse_args(argv)
+    if args.toy_data is not None and args.toy is None:
+        parser.error(f'--toy-data {args.toy_data!r} is only read with --toy')
     if not 0 <= args.score_thr <= 1:
         parser.error(f'--score-thr must be in [0, 1], got {args.score_thr}')
     return args
@@ -214,8 +216,11 @@ def main(argv=None) -> int:
                    osp.join(work_dir, 'sweep.png'))
     print(table)
     print(f'wrote {work_dir}/sweep.md and {work_dir}/sweep.png')
-    # as tools/ablate.py: non-zero when no run finished
-    return 1 if all(r['diverged'] for r in results) else 0
+    # as tools/ablate.py: non-zero when a run failed or none finished
+    failed = [v for v, r in zip(values, results) if r.get('failed')]
+    if failed:
+        print(f'failed: {args.key}={failed}', flush=True)
+    return 1 if failed or all(r['diverged'] for r in results) else 0
 
 
 if __name__ == '__main__':

@@ -95,3 +95,27 @@ def test_a_run_that_failed_is_not_called_diverged(tmp_path, monkeypatch,
     config = osp.join(CONFIGS, 'retinanet_fl.py')
     assert ablate.main([config, '--work-dir', str(tmp_path)]) == 1
     assert 'retinanet_fl: failed, see the log' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('second,status', [
+    (dict(diverged=True), 0),  # CE diverging beside focal loss: a result
+    (dict(diverged=True, failed=True, loss_history=[]), 1),  # an error
+])
+def test_one_row_that_failed_fails_the_ablation(tmp_path, monkeypatch,
+                                                capsys, second, status):
+    rows = iter([_row(0.25), dict(_row(0.0), **second)])
+    monkeypatch.setattr(ablate, 'train_and_eval',
+                        lambda *a, **k: next(rows))
+    assert ablate.main([osp.join(CONFIGS, c) for c in (
+        'retinanet_fl.py', 'retinanet_ce.py')] + [
+            '--work-dir', str(tmp_path)]) == status
+    assert ("[ablate] failed: ['retinanet_ce']" in capsys.readouterr().out
+            ) == bool(status)
+
+
+def test_toy_data_is_only_read_with_toy(capsys):
+    with pytest.raises(SystemExit):
+        ablate.main([osp.join(CONFIGS, 'retinanet_fl.py'), '--toy-data',
+                     'data/x/'])
+    assert "--toy-data 'data/x/' is only read with --toy" in \
+        capsys.readouterr().err

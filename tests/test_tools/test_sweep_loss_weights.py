@@ -10,7 +10,7 @@ sweep = import_tool('sweep_loss_weights')
 
 def test_parse_values():
     assert sweep.parse_values('0.01,0.05, 1,10') == [0.01, 0.05, 1.0, 10.0]
-    for bad in ('0,1', 'a,1', '', '-1'):
+    for bad in ('0,1', 'a,1', '', '-1', '1,inf', 'nan'):
         with pytest.raises(ValueError, match='--values'):
             sweep.parse_values(bad)
 
@@ -18,6 +18,8 @@ def test_parse_values():
 @pytest.mark.parametrize('args,message', [
     (['--toy', 'huge'], "unknown --toy size 'huge'"),
     (['--score-thr', '2'], '--score-thr must be in [0, 1], got 2.0'),
+    (['--toy-data', 'data/x/'], "--toy-data 'data/x/' is only read with "
+     '--toy'),
 ])
 def test_bad_arguments_fail_before_training(args, message, capsys):
     with pytest.raises(SystemExit):
@@ -25,16 +27,22 @@ def test_bad_arguments_fail_before_training(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_exit_status_is_non_zero_when_every_run_failed(tmp_path,
-                                                      monkeypatch):
+@pytest.mark.parametrize('rows,status', [
+    ([dict(diverged=True)] * 2, 1),  # no run finished
+    ([dict(diverged=False)] * 2, 0),
+    ([dict(diverged=True), dict(diverged=False)], 0),  # a result
+    # a run that failed (not by a non-finite loss) is an error
+    ([dict(diverged=True, failed=True), dict(diverged=False)], 1),
+])
+def test_exit_status(tmp_path, monkeypatch, rows, status):
     from mmdet_freebies.utils import ablation
-    for diverged, status in ((True, 1), (False, 0)):
-        monkeypatch.setattr(ablation, 'train_and_eval',
-                            lambda *a, d=diverged, **k: dict(diverged=d))
-        assert sweep.main([
-            osp.join(REPO, 'configs', 'retinanet_fl.py'), '--key',
-            'model.bbox_head.loss_bbox.loss_weight', '--values', '0.5,1',
-            '--work-dir', str(tmp_path / str(status))]) == status
+    results = iter(rows)
+    monkeypatch.setattr(ablation, 'train_and_eval',
+                        lambda *a, **k: next(results))
+    assert sweep.main([
+        osp.join(REPO, 'configs', 'retinanet_fl.py'), '--key',
+        'model.bbox_head.loss_bbox.loss_weight', '--values', '0.5,1',
+        '--work-dir', str(tmp_path)]) == status
 
 
 def test_the_key_must_name_a_number_in_the_config(tmp_path):
