@@ -102,7 +102,8 @@ def main(argv=None) -> int:
             keys = sorted({k for r in records for k in r
                            if k.startswith(prefix)})
             for j, key in enumerate(keys):
-                name = key[len(prefix):]
+                # (fg_max_fc_cls: the layer after its '_')
+                name = key[len(prefix):].lstrip('_')
                 heads.add(name)
                 # a sample is held until the next: a step, not points
                 held = prefix == 'health/fg_max'

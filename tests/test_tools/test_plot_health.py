@@ -66,6 +66,16 @@ def test_plots_every_run_and_key(tmp_path, saved, capsys):
     assert f'wrote {out}' in capsys.readouterr().out
 
 
+def test_a_two_stage_run_plots_a_score_line_per_layer(tmp_path, saved):
+    """TrainingHealthHook suffixes the scores of several layers
+    (health/fg_max_rpn_cls): the legend names the layers."""
+    run = _work_dir(tmp_path, 'frcnn', [
+        {'iter': i, 'health/ratio_det': 2.0, 'health/fg_max_rpn_cls': 0.3,
+         'health/fg_max_fc_cls': 0.2} for i in (1, 2)])
+    assert plot_health.main([run, '--out', str(tmp_path / 'h.png')]) == 0
+    assert _labels(saved[0].axes[2]) == ['frcnn fc_cls', 'frcnn rpn_cls']
+
+
 def test_errors(tmp_path):
     run = _work_dir(tmp_path, 'run', [_health(1, 2.0)])
     same_name = _work_dir(tmp_path / 'b', 'run', [_health(1, 2.0)])

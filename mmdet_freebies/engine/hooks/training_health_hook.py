@@ -2,6 +2,7 @@
 patterns, each with the remedy this pack ships."""
 import logging
 import math
+import os.path as osp
 import statistics
 import warnings
 from collections import deque
@@ -669,6 +670,10 @@ class TrainingHealthHook(Hook):
             runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
         finally:
             self._saving_stop = False
+        if get_rank() == 0:
+            # where a bare --resume looks, as CheckpointHook records its own
+            with open(osp.join(runner.work_dir, 'last_checkpoint'), 'w') as f:
+                f.write(osp.join(runner.work_dir, filename))
         # the other ranks wait: under torchrun, a rank exiting with the
         # error makes the launcher kill rank 0 in the middle of the write
         barrier()

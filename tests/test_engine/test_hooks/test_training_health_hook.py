@@ -598,6 +598,10 @@ def test_stop_checkpoint_holds_the_stepped_schedulers(tmp_path):
         runner.train()
     ckpt = torch.load(tmp_path / 'health_stop_iter_3.pth')
     assert ckpt['meta']['iter'] == 3
+    # a bare --resume (mmengine's auto-resume) finds it
+    from mmengine.runner import find_latest_checkpoint
+    assert find_latest_checkpoint(str(tmp_path)) == str(
+        tmp_path / 'health_stop_iter_3.pth')
     assert ckpt['param_schedulers'][0]['last_step'] == 3
     log = (Path(runner.log_dir) / f'{runner.timestamp}.log').read_text()
     assert 'Iter(train) [3/6]' in log and 'loss: nan' in log
