@@ -14,6 +14,7 @@ import math
 import os
 import os.path as osp
 import sys
+import warnings
 
 import numpy as np
 
@@ -114,6 +115,9 @@ def main(argv=None):
     set_random_seed(args.seed)
     dataset = DATASETS.build(cfg.train_dataloader.dataset)
     classes = dataset.metainfo.get('classes', ())
+    if args.num > len(dataset):
+        warnings.warn(f'--num {args.num}: the training set has only '
+                      f'{len(dataset)} samples; drawing all of them')
     indices = np.random.permutation(len(dataset))[:args.num]
     cells = [draw_sample(dataset[int(i)], classes, args.cell)
              for i in indices]

@@ -52,6 +52,9 @@ def _estimate(args):
     if args.num_images < 0:
         raise UserInputError(f'--num-images must be >= 0, got '
                              f'{args.num_images}')
+    if args.num_workers is not None and args.num_workers < 0:
+        raise UserInputError(f'--num-workers must be >= 0, got '
+                             f'{args.num_workers}')
     cfg = load_config(args)
     check_data(cfg, ['train_dataloader'])
     register_all_modules(init_default_scope=True)

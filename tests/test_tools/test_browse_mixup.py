@@ -21,6 +21,17 @@ def test_writes_a_grid_of_the_training_samples(tmp_path, toy_data_root,
     assert 'wrote 3 samples' in capsys.readouterr().out
 
 
+def test_more_samples_than_the_set_has_warns(tmp_path, toy_data_root,
+                                            capsys):
+    out = str(tmp_path / 'grid.png')
+    with pytest.warns(UserWarning, match='--num 20: the training set has '
+                      'only 8 samples'):
+        browse_mixup.main([f'{CONFIGS}/yolov3_mixup.py', '--toy', 'tiny',
+                           '--toy-data', toy_data_root, '--num', '20',
+                           '--cell', '32', '--out', out])
+    assert 'wrote 8 samples' in capsys.readouterr().out
+
+
 @pytest.mark.parametrize('args,message', [
     (['--num', '0'], '--num must be >= 1, got 0'),
     (['--cell', '0'], '--cell must be >= 16 pixels, got 0'),

@@ -23,6 +23,8 @@ def test_estimate_prior_tool(toy_data_root, tmp_path, capsys):
     assert 'ellipse' in out  # per-class rows by class name
     with pytest.raises(SystemExit, match='--num-images must be >= 0'):
         tool.main(common + ['--num-images', '-1'])
+    with pytest.raises(SystemExit, match='--num-workers must be >= 0, got -2'):
+        tool.main(common + ['--num-workers', '-2'])
 
 
 def test_estimate_prior_tool_names_yolov3s_conf_thr(toy_data_root, tmp_path,
