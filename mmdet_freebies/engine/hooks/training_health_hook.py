@@ -190,8 +190,8 @@ class TrainingHealthHook(Hook):
         warmup_iters (int, optional): Iterations before patterns other than
             ``non_finite`` are judged. Defaults to None (the end of the
             LinearLR, ConstantLR or QuadraticWarmupLR warm-up that starts
-            at 0, epochs converted with the train dataloader's length; 0,
-            with a warning, without one).
+            at 0 and raises the LR, epochs converted with the train
+            dataloader's length; 0, with a warning, without one).
         window (int): Iterations a collapse or ratio must persist.
             Defaults to 50.
         smooth (int): Iterations averaged into the smoothed loss.
@@ -445,14 +445,27 @@ class TrainingHealthHook(Hook):
         return keys
 
     @staticmethod
-    def _infer_warmup(runner) -> int:
+    def _is_warmup(scheduler) -> bool:
+        """A schedule from iteration 0 to a finite end that raises the LR (a
+        LinearLR decay from 0, e.g. to the end of training, is none)."""
+        name = type(scheduler).__name__
+        if (name not in WARMUP_SCHEDULERS or scheduler.begin != 0
+                or scheduler.end >= INF):
+            return False
+        if name == 'LinearLR':
+            return scheduler.start_factor < scheduler.end_factor
+        if name == 'ConstantLR':
+            return scheduler.factor < 1
+        return True  # QuadraticWarmupLR
+
+    @classmethod
+    def _infer_warmup(cls, runner) -> int:
         """The end, in iterations, of the LR warm-up that starts at 0."""
         schedulers = runner.param_schedulers or []
         if isinstance(schedulers, dict):
             schedulers = [s for group in schedulers.values() for s in group]
         ends = [s.end * (len(runner.train_dataloader) if s.by_epoch else 1)
-                for s in schedulers if type(s).__name__ in WARMUP_SCHEDULERS
-                and s.begin == 0 and s.end < INF]
+                for s in schedulers if cls._is_warmup(s)]
         if not ends:
             runner.logger.warning(
                 'TrainingHealthHook: no LR warm-up starting at iteration 0 '

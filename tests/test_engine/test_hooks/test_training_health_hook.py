@@ -522,11 +522,18 @@ def test_warmup_from_other_schedulers(tmp_path):
     runner = _runner(tmp_path)
     runner.train_dataloader = [None] * 7  # 7 iterations per epoch
     optimizer = torch.optim.SGD(runner.model.parameters(), lr=0.1)
+    from mmengine.optim.scheduler import ConstantLR
     for scheduler, expected in (
             (QuadraticWarmupLR(optimizer, by_epoch=False, end=300), 300),
+            (ConstantLR(optimizer, factor=0.25, by_epoch=False, end=40), 40),
             # epochs, converted with the dataloader's length
             (LinearLR(optimizer, start_factor=0.1, by_epoch=True, end=2),
-             14)):
+             14),
+            # schedules from 0 that do not raise the LR are no warm-up: a
+            # LinearLR decay over the run would keep every pattern unjudged
+            (LinearLR(optimizer, start_factor=1.0, end_factor=0.1,
+                      by_epoch=False, end=1000), 0),
+            (ConstantLR(optimizer, factor=1.0, by_epoch=False, end=40), 0)):
         runner.param_schedulers = [scheduler]
         hook = TrainingHealthHook()
         hook.before_train(runner)
