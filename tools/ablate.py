@@ -30,8 +30,8 @@ def main(argv=None):
     parser.add_argument('--toy', nargs='?', const='small', default=None,
                         metavar='SIZE', type=toy_size)
     parser.add_argument('--toy-data', default=None,
-                        help="toy dataset root (default: the repository's "
-                        'data/toy/)')
+                        help='toy dataset root (default: data/toy/ in the '
+                        'working directory, as tools/train.py)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         default={})

@@ -163,8 +163,8 @@ def parse_args(argv=None):
                         metavar='SIZE', type=toy_size,
                         help='run on the toy dataset')
     parser.add_argument('--toy-data', default=None,
-                        help="toy dataset root (default: the repository's "
-                        'data/toy/)')
+                        help='toy dataset root (default: data/toy/ in the '
+                        'working directory, as tools/train.py)')
     parser.add_argument('--work-dir', default=None,
                         help='default: work_dirs/sweep_<config name>')
     parser.add_argument('--seed', type=int, default=0)

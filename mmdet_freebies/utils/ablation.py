@@ -66,8 +66,9 @@ def train_and_eval(config: str,
         work_dir (str): Where the run writes its logs and checkpoints.
         toy (str, optional): ``--toy`` size, or None for the config as is.
             Defaults to 'small'.
-        toy_data (str, optional): Toy dataset root. Defaults to None, the
-            repository's ``data/toy/`` (where ``make data`` writes it).
+        toy_data (str, optional): Toy dataset root. Defaults to None,
+            ``data/toy/`` under the working directory, as tools/train.py
+            and mmdet's data roots read it.
         cfg_options (dict, optional): ``--cfg-options`` key=value pairs.
         seed (int): ``randomness.seed``; the same for every row so rows
             differ only by their config. Defaults to 0.
@@ -88,8 +89,7 @@ def train_and_eval(config: str,
     """
     # the run starts in the repository: relative paths are the caller's
     config, work_dir = osp.abspath(config), osp.abspath(work_dir)
-    toy_data = osp.join(REPO, TOY_DATA_ROOT) if toy_data is None else \
-        osp.abspath(toy_data)
+    toy_data = osp.abspath(TOY_DATA_ROOT if toy_data is None else toy_data)
     options = {'randomness.seed': seed, 'log_processor.window_size': 1,
                **(cfg_options or {})}
     val_json = osp.join(work_dir, 'val_metrics.json')

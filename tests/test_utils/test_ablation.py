@@ -84,9 +84,10 @@ def test_train_and_eval_paths_are_the_callers(tmp_path, monkeypatch):
     assert osp.isfile(tmp_path / 'work' / 'ablate_stdout.log')
     # one iteration's losses per log record, not 50-iteration means
     assert 'log_processor.window_size=1' in cmd
-    ablation.train_and_eval('my.py', 'work', toy='tiny')  # the default
-    assert calls[1][0][calls[1][0].index('--toy-data') + 1] == osp.join(
-        ablation.REPO, 'data/toy/')
+    # the default: data/toy/ in the caller's directory, as tools/train.py
+    ablation.train_and_eval('my.py', 'work', toy='tiny')
+    assert calls[1][0][calls[1][0].index('--toy-data') + 1] == str(
+        tmp_path / 'data' / 'toy')
 
 
 def _launch(work, stamp, losses, ap):
