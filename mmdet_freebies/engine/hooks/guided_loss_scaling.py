@@ -93,18 +93,22 @@ class GuidedLossScaler:
     ``parse_losses`` logs but does not add to the total (no ``loss`` in it).
 
     A ratio that is not finite or not positive (no positives in the batch:
-    ``L_reg = 0``; or ``L_cls = 0``) is replaced by the last valid ratio of
-    the group, so no NaN or inf is produced. Before the first valid ratio the
-    fallback is 0, i.e. the batch's classification loss is dropped as the
-    official 2020 code does for a batch without positives. All of this stays
-    on the device: no host synchronisation per iteration.
+    ``L_reg = 0``; or ``L_cls = 0``) becomes 0: the batch's classification
+    loss is dropped, as the official 2020 code does for a batch without
+    positives (a ratio carried over from another batch would meet an
+    ``L_cls`` that mmdet then normalises by the number of images instead of
+    positives, a spike of about the previous positive count over the batch
+    size). A frozen ratio (``freeze_after``) applies to every batch, as in
+    the 2021 code. All of this stays on the device: no host synchronisation
+    per iteration.
 
     Args:
         groups (list[dict]): Resolved groups, each ``dict(name, cls, reg,
             factor=1.0, reduce='sum', freeze=True)``; ``freeze=False`` keeps
             the group's per-iteration ratio under ``freeze_after``.
         sync (bool): Average the valid ratios across ranks
-            (``mmengine.dist.all_reduce``) so every rank scales alike.
+            (``mmengine.dist.all_reduce``) so every rank with positives
+            scales alike (a rank without drops its classification loss).
             Defaults to False.
         freeze_after (int): The 2021 variant: use per-iteration ratios for
             this many iterations, then freeze the ratio of each group with
@@ -134,7 +138,6 @@ class GuidedLossScaler:
         self.sync = sync
         self.freeze_after = freeze_after
         self.num_iters = 0
-        self.last: Dict[str, Tensor] = {}
         self._warmup_sum: Dict[str, Tensor] = {}
         self._warmup_count: Dict[str, Tensor] = {}
         self.frozen: Dict[str, Tensor] = {}
@@ -234,18 +237,13 @@ class GuidedLossScaler:
             # (.to: a resumed run restores the frozen ratios on the CPU)
             return torch.stack(
                 [self.frozen[g['name']].to(ratios) for g in self.groups])
-        valid = torch.isfinite(ratios) & (ratios > 0)
-        ratios, valid = self._sync(ratios, valid)
-        last = torch.stack([
-            self.last.get(g['name'], ratios.new_zeros(()))
-            for g in self.groups
-        ]).to(ratios)
-        ratios = torch.where(valid, ratios, last)
-        for g, ratio in zip(self.groups, ratios):
-            self.last[g['name']] = ratio
+        own = torch.isfinite(ratios) & (ratios > 0)
+        ratios, valid = self._sync(ratios, own)
         self.num_iters += 1
         if len(self.frozen) < len(self._freezing):
             self._accumulate(ratios, valid)
+        # this batch has no positives (or a broken L_cls): no cls loss
+        ratios = torch.where(own, ratios, torch.zeros_like(ratios))
         # the groups without freeze, or not frozen yet, stay per iteration
         return torch.stack([
             self.frozen.get(g['name'], ratio).to(ratio)
@@ -305,7 +303,6 @@ class GuidedLossScaler:
         """Scaler state for checkpoints (kept out of the model)."""
         return dict(
             num_iters=self.num_iters,
-            last={k: float(v) for k, v in self.last.items()},
             frozen={k: float(v) for k, v in self.frozen.items()},
             warmup_sum={k: float(v) for k, v in self._warmup_sum.items()},
             warmup_count={k: float(v)
@@ -315,7 +312,6 @@ class GuidedLossScaler:
         """Restore :meth:`state_dict` (on resume)."""
         to_t = lambda d: {k: torch.tensor(v) for k, v in d.items()}  # noqa
         self.num_iters = int(state['num_iters'])
-        self.last = to_t(state['last'])
         self.frozen = to_t(state['frozen'])
         self._warmup_sum = to_t(state['warmup_sum'])
         self._warmup_count = to_t(state['warmup_count'])

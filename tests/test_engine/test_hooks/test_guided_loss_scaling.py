@@ -53,20 +53,33 @@ def test_parse_losses_sums_scaled_losses_but_not_the_ratio():
     assert log_vars['gls_ratio_cls'].item() == pytest.approx(0.075)
 
 
-def test_zero_positive_batch_keeps_last_finite_ratio():
+def test_a_batch_without_positives_drops_its_classification_loss():
+    """As the official 2020 code (w = 0): a ratio carried over from an
+    earlier batch would meet an L_cls that mmdet normalises by the number of
+    images, not of positives, when there are none (a spike)."""
     s = scaler('dense')
-    # No valid ratio yet: fallback 0, the classification loss is dropped.
     out = s(dict(loss_cls=t(3.0), loss_bbox=t(0.0)))
     assert out['loss_cls'].item() == 0 and out['gls_ratio_cls'].item() == 0
     s(dict(loss_cls=t(2.0), loss_bbox=t(0.5)))  # r = 0.25
     for cls, reg in ((3.0, 0.0), (0.0, 0.0), (0.0, 1.0), (math.inf, 1.0)):
         out = s(dict(loss_cls=t(cls), loss_bbox=t(reg)))
-        ratio = out['gls_ratio_cls'].item()
-        assert ratio == pytest.approx(0.25), (cls, reg)
-        assert math.isfinite(out['loss_cls'].item()) or cls == math.inf
+        assert out['gls_ratio_cls'].item() == 0, (cls, reg)
+        assert out['loss_cls'].item() == 0 or cls == math.inf
     total, _ = BaseModel.parse_losses(
         None, s(dict(loss_cls=t(0.0), loss_bbox=t(0.0))))
     assert total.item() == 0 and not torch.isnan(total)
+    # the next batch with positives has its own ratio again
+    out = s(dict(loss_cls=t(4.0), loss_bbox=t(1.0)))
+    assert out['gls_ratio_cls'].item() == pytest.approx(0.25)
+
+
+def test_a_frozen_ratio_applies_to_a_batch_without_positives():
+    """The 2021 code freezes the ratio and applies it to every batch."""
+    s = GuidedLossScaler([preset_group('dense')], freeze_after=1)
+    s(dict(loss_cls=t(2.0), loss_bbox=t(0.5)))  # frozen at 0.25
+    out = s(dict(loss_cls=t(3.0), loss_bbox=t(0.0)))
+    assert out['gls_ratio_cls'].item() == pytest.approx(0.25)
+    assert out['loss_cls'].item() == pytest.approx(0.75)
 
 
 def test_roi_group_is_doubled_and_rpn_has_its_own_ratio():
@@ -202,13 +215,14 @@ def test_sync_averages_valid_ratios_over_ranks(monkeypatch):
     other.update(ratio=torch.tensor([0.75]), valid=torch.tensor([1.]))
     out = s(dict(loss_cls=t(4.0), loss_bbox=t(1.0)))  # this rank: 0.25
     assert out['gls_ratio_cls'].item() == pytest.approx(0.5)
-    # This rank has no positives: the other rank's ratio alone.
+    # This rank has no positives: it drops its cls loss, whatever the
+    # other rank's ratio.
     other.update(ratio=torch.tensor([0.35]), valid=torch.tensor([1.]))
     out = s(dict(loss_cls=t(4.0), loss_bbox=t(0.0)))
-    assert out['gls_ratio_cls'].item() == pytest.approx(0.35)
-    # No rank has positives: the last ratio.
+    assert out['gls_ratio_cls'].item() == 0
+    # It counts in no mean: the other rank's 0.35 alone.
     other.update(ratio=torch.tensor([0.]), valid=torch.tensor([0.]))
-    out = s(dict(loss_cls=t(4.0), loss_bbox=t(0.0)))
+    out = s(dict(loss_cls=t(4.0), loss_bbox=t(1.4)))
     assert out['gls_ratio_cls'].item() == pytest.approx(0.35)
 
 
@@ -217,13 +231,20 @@ def test_sync_averages_valid_ratios_over_ranks(monkeypatch):
 def test_sync_leaves_out_a_rank_whose_ratio_is_not_finite(monkeypatch, cls,
                                                          reg):
     """L_cls = 0 (ratio inf), 0 / 0 or an infinite L_cls on this rank:
-    only the other rank's 0.5 counts, nothing non-finite is summed."""
+    it sends a ratio of 0 and a count of 0 (nothing non-finite is summed
+    into the other rank's mean) and drops its own cls loss."""
+    sent = []
+
+    def fake_all_reduce(stats, op='sum'):
+        sent.append(stats.clone())
+        stats.add_(torch.tensor([[0.5], [1.0]]))
+
     monkeypatch.setattr(gls_mod, 'get_world_size', lambda: 2)
-    monkeypatch.setattr(gls_mod, 'all_reduce', lambda stats, op='sum': (
-        stats.add_(torch.tensor([[0.5], [1.0]]))))
+    monkeypatch.setattr(gls_mod, 'all_reduce', fake_all_reduce)
     out = GuidedLossScaler([preset_group('dense')], sync=True)(
         dict(loss_cls=t(cls), loss_bbox=t(reg)))
-    assert out['gls_ratio_cls'].item() == pytest.approx(0.5)
+    assert torch.equal(sent[0], torch.zeros(2, 1))
+    assert out['gls_ratio_cls'].item() == 0
 
 
 def _detector(**losses):
@@ -317,12 +338,14 @@ dist.destroy_process_group()
 def test_sync_averages_the_valid_ratios_of_real_ranks(tmp_path):
     """``sync=True`` over 2 gloo processes: both ranks scale by the mean of
     the valid ratios, (0.25 + 0.75) / 2; a rank with no positives or with
-    an infinite L_reg is left out (rank 0's 0.125, then 0.5); with no valid
-    rank both keep the last. The ratio is a constant to autograd: the
-    gradient of the scaled L_cls is the ratio."""
-    expected = [[0.5, 0.5], [0.125, 0.125], [0.5, 0.5], [0.5, 0.5]]
+    an infinite L_reg drops its cls loss and is left out of the mean (rank
+    0 keeps its own 0.125, then 0.5); with no valid rank both drop it. The
+    ratio is a constant to autograd: the gradient of the scaled L_cls is
+    the ratio."""
+    rank0 = [[0.5, 0.5], [0.125, 0.125], [0.5, 0.5], [0.0, 0.0]]
+    rank1 = [[0.5, 0.5], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]
     assert json_per_rank(_RANK_SYNCS, tmp_path) == [
-        [pytest.approx(row) for row in expected]] * 2
+        [pytest.approx(row) for row in rank] for rank in (rank0, rank1)]
 
 
 @pytest.mark.slow
