@@ -20,8 +20,14 @@ from typing import Optional
 
 from torch import Tensor
 
+from mmdet.models.losses import (CIoULoss, DIoULoss, EIoULoss, GIoULoss,
+                                 IoULoss, SIoULoss)
 from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead
 from mmdet.registry import MODELS
+
+# mmdet's IoU losses (with reg_decoded_bbox) average the box weights over
+# the coordinates: one term per box, not per coordinate
+_PER_BOX_LOSSES = (IoULoss, GIoULoss, DIoULoss, CIoULoss, EIoULoss, SIoULoss)
 
 
 @MODELS.register_module()
@@ -31,7 +37,9 @@ class SamplingFreeShared2FCBBoxHead(Shared2FCBBoxHead):
     Same layers, parameter names and predictions as ``Shared2FCBBoxHead``;
     only the training loss normalisation differs: ``loss_bbox`` is the sum
     over positive RoIs and box coordinates divided by
-    ``max(num_pos, 1) * box_dim`` instead of by the number of RoIs.
+    ``max(num_pos, 1) * box_dim`` instead of by the number of RoIs; for
+    mmdet's IoU losses, one term per box, the sum over positive RoIs
+    divided by ``max(num_pos, 1)``.
     """
 
     def loss(self,
@@ -47,9 +55,10 @@ class SamplingFreeShared2FCBBoxHead(Shared2FCBBoxHead):
         coordinate (see the class docstring); arguments as there."""
         pos = (labels >= 0) & (labels < self.num_classes)
         # BBoxHead.loss divides by bbox_targets.size(0); scaling the weights
-        # turns that into a division by num_pos * box_dim.
-        scale = bbox_targets.size(0) / (
-            pos.sum().clamp(min=1) * bbox_targets.size(-1))
+        # turns that into a division by num_pos * box_dim (or num_pos).
+        terms = 1 if isinstance(self.loss_bbox, _PER_BOX_LOSSES) else \
+            bbox_targets.size(-1)
+        scale = bbox_targets.size(0) / (pos.sum().clamp(min=1) * terms)
         return super().loss(cls_score, bbox_pred, rois, labels, label_weights,
                             bbox_targets, bbox_weights * scale,
                             reduction_override)

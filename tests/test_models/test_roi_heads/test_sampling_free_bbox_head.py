@@ -65,7 +65,8 @@ def t0():
     return torch.tensor(0.)
 
 
-def _bbox_head(type_):
+def _bbox_head(type_, loss_bbox=dict(type='L1Loss', loss_weight=1.0),
+               **kwargs):
     return MODELS.build(dict(
         type=type_, in_channels=2, fc_out_channels=8, roi_feat_size=1,
         num_classes=3,
@@ -73,7 +74,7 @@ def _bbox_head(type_):
                         target_means=[0.] * 4, target_stds=[1.] * 4),
         loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False,
                       loss_weight=1.0),
-        loss_bbox=dict(type='L1Loss', loss_weight=1.0)))
+        loss_bbox=loss_bbox, **kwargs))
 
 
 def _roi_batch(labels):
@@ -106,6 +107,30 @@ def test_roi_head_loss_is_ce_mean_and_box_mean_over_positives():
         losses['loss_bbox'].item() * 8 / 5, rel=1e-6)
     assert ref['loss_cls'].item() == pytest.approx(
         losses['loss_cls'].item())
+
+
+@pytest.mark.parametrize('loss', ['GIoULoss', 'IoULoss'])
+def test_an_iou_box_loss_is_a_mean_over_positive_boxes(loss):
+    """mmdet's IoU losses give one term per box (they average the box
+    weights over the coordinates): the mean over the 2 positives, not over
+    their 8 coordinates."""
+    batch = _roi_batch([0, 3, 3, 1, 3])
+    # zero deltas: the decoded boxes are the RoIs; targets are boxes
+    # (reg_decoded_bbox)
+    boxes = torch.tensor([[0., 0., 4., 4.], [0., 0., 1., 1.],
+                          [0., 0., 1., 1.], [2., 0., 6., 3.],
+                          [0., 0., 1., 1.]])
+    batch.update(rois=torch.cat([torch.zeros(5, 1), boxes], 1),
+                 bbox_pred=torch.zeros(5, 12),
+                 bbox_targets=boxes + torch.tensor([1., 1., 1., 2.]))
+    head = _bbox_head('SamplingFreeShared2FCBBoxHead',
+                      loss_bbox=dict(type=loss, loss_weight=1.0),
+                      reg_decoded_bbox=True)
+    per_box = MODELS.build(dict(type=loss, reduction='none'))(
+        boxes[[0, 3]], batch['bbox_targets'][[0, 3]])
+    assert (per_box > 0.1).all()
+    assert head.loss(**batch)['loss_bbox'].item() == pytest.approx(
+        per_box.mean().item(), rel=1e-6)
 
 
 @pytest.mark.parametrize('config', ['faster_rcnn_roi_sf.py',
