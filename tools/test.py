@@ -13,7 +13,8 @@ from mmengine.config import ConfigDict
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet_freebies.utils.cli import (UserInputError, add_common_args,
                                       check_checkpoint, check_data,
-                                      load_config, runner_from_cfg)
+                                      finish_distributed, load_config,
+                                      runner_from_cfg)
 
 
 def parse_args(argv=None):
@@ -100,6 +101,7 @@ def main(argv=None):
             dict(type='DumpDetResults', out_file_path=args.out))
     runner = runner_from_cfg(cfg)
     runner.test()
+    finish_distributed()
 
 
 if __name__ == '__main__':

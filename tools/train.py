@@ -18,8 +18,8 @@ from mmengine.hooks import Hook
 
 from mmdet_freebies.utils.cli import (UserInputError, add_common_args,
                                       check_checkpoint, check_data,
-                                      check_pretrained, load_config,
-                                      runner_from_cfg)
+                                      check_pretrained, finish_distributed,
+                                      load_config, runner_from_cfg)
 
 
 def parse_args(argv=None):
@@ -94,6 +94,7 @@ def main(argv=None):
     except UserInputError as e:
         sys.exit(f'error: {e}')
     runner.train()
+    finish_distributed()
 
 
 if __name__ == '__main__':

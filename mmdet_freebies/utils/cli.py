@@ -112,6 +112,17 @@ def runner_from_cfg(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg)
 
 
+def finish_distributed() -> None:
+    """After a distributed run, wait for every rank and destroy the process
+    group. Left to the interpreter's exit, a gloo group can abort a rank
+    whose run succeeded ('terminate called without an active exception',
+    exit status -6), which a launcher then reports as a failed job."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def setup_cpu_distributed(cfg: Config, launcher: str = 'pytorch') -> None:
     """Make mmengine's pytorch and slurm launchers work without CUDA.
 

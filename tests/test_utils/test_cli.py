@@ -170,3 +170,16 @@ def test_work_dir_from_the_cli_then_the_config_then_the_name(tmp_path):
         'from/config'
     assert load_config(SimpleNamespace(work_dir='from/cli', **args)
                        ).work_dir == 'from/cli'
+
+
+def test_finish_distributed_destroys_the_group(tmp_path):
+    """After a run the group is destroyed (a gloo group left to the
+    interpreter's exit can abort a rank that succeeded); without one it
+    does nothing."""
+    import torch.distributed as dist
+    cli.finish_distributed()  # no group: nothing to do
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store',
+                            rank=0, world_size=1)
+    assert dist.is_initialized()
+    cli.finish_distributed()
+    assert not dist.is_initialized()
