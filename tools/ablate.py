@@ -18,9 +18,10 @@ import sys
 
 from mmengine.config import DictAction
 
-from mmdet_freebies.utils.ablation import (markdown_table, plot_losses,
-                                           train_and_eval)
-from mmdet_freebies.utils.cli import toy_size
+from mmdet_freebies.utils.ablation import (exit_status, markdown_table,
+                                           plot_losses, train_and_eval)
+from mmdet_freebies.utils.cli import (UserInputError, check_toy_data,
+                                      toy_size)
 
 
 def main(argv=None):
@@ -36,8 +37,10 @@ def main(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         default={})
     args = parser.parse_args(argv)
-    if args.toy_data is not None and args.toy is None:
-        parser.error(f'--toy-data {args.toy_data!r} is only read with --toy')
+    try:
+        check_toy_data(args.toy, args.toy_data)
+    except UserInputError as e:
+        parser.error(str(e))
     for path in args.configs:
         if not osp.isfile(path):
             parser.error(f'config file {path!r} does not exist')
@@ -82,7 +85,7 @@ def main(argv=None):
     failed = [name for name, r in rows.items() if r.get('failed')]
     if failed:
         print(f'[ablate] failed: {failed}', flush=True)
-    return 1 if failed or all(r['diverged'] for r in rows.values()) else 0
+    return exit_status(list(rows.values()))
 
 
 if __name__ == '__main__':

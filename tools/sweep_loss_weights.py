@@ -151,7 +151,8 @@ def plot_sweep(key: str, values: Sequence[float], results: Sequence[Dict],
 
 
 def parse_args(argv=None):
-    from mmdet_freebies.utils.cli import toy_size
+    from mmdet_freebies.utils.cli import (UserInputError, check_toy_data,
+                                          toy_size)
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config')
     parser.add_argument('--key', required=True,
@@ -171,8 +172,10 @@ def parse_args(argv=None):
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='score threshold of DetectionErrorMetric')
     args = parser.parse_args(argv)
-    if args.toy_data is not None and args.toy is None:
-        parser.error(f'--toy-data {args.toy_data!r} is only read with --toy')
+    try:
+        check_toy_data(args.toy, args.toy_data)
+    except UserInputError as e:
+        parser.error(str(e))
     if not 0 <= args.score_thr <= 1:
         parser.error(f'--score-thr must be in [0, 1], got {args.score_thr}')
     return args
@@ -192,7 +195,7 @@ def main(argv=None) -> int:
         check_key(cfg, args.key)
     except ValueError as e:
         sys.exit(f'error: {e}')
-    from mmdet_freebies.utils.ablation import train_and_eval
+    from mmdet_freebies.utils.ablation import exit_status, train_and_eval
     name = osp.splitext(osp.basename(args.config))[0]
     work_dir = osp.abspath(args.work_dir or f'work_dirs/sweep_{name}')
     os.makedirs(work_dir, exist_ok=True)
@@ -216,11 +219,10 @@ def main(argv=None) -> int:
                    osp.join(work_dir, 'sweep.png'))
     print(table)
     print(f'wrote {work_dir}/sweep.md and {work_dir}/sweep.png')
-    # as tools/ablate.py: non-zero when a run failed or none finished
     failed = [v for v, r in zip(values, results) if r.get('failed')]
     if failed:
         print(f'failed: {args.key}={failed}', flush=True)
-    return 1 if failed or all(r['diverged'] for r in results) else 0
+    return exit_status(results)
 
 
 if __name__ == '__main__':

@@ -132,6 +132,14 @@ def _smooth(values: List[float], window: int = SMOOTH) -> List[float]:
             for i in range(len(values))]
 
 
+def exit_status(results: Sequence[Dict]) -> int:
+    """The exit status of a tool that trains several runs: 1 when a run
+    failed (an error other than a non-finite loss) or every run diverged;
+    a diverged run beside finished ones is a result, 0."""
+    failed = any(r.get('failed') for r in results)
+    return 1 if failed or all(r['diverged'] for r in results) else 0
+
+
 def markdown_table(rows: Dict[str, Dict]) -> str:
     """Rows keyed by name -> a Markdown table; diverged rows read n/a. The
     final losses are the mean of the last ``SMOOTH`` logged iterations."""

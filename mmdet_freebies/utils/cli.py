@@ -57,6 +57,15 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         help='root of the toy dataset (tools/make_toy_dataset.py --out)')
 
 
+def check_toy_data(toy: Optional[str], toy_data: Optional[str],
+                   unset: Optional[str] = None) -> None:
+    """Refuse ``--toy-data`` given without ``--toy``, which would ignore
+    it silently; ``unset`` is the flag's default."""
+    if toy is None and toy_data != unset:
+        raise UserInputError(f'--toy-data {toy_data!r} is only read with '
+                             '--toy')
+
+
 def load_config(args: argparse.Namespace) -> Config:
     """Load ``args.config`` and apply ``--cfg-options``, ``--toy`` and
     ``--work-dir`` (CLI > config > ``work_dirs/<config name>``)."""
@@ -69,10 +78,8 @@ def load_config(args: argparse.Namespace) -> Config:
     except Exception as e:  # mmengine raises many types for a bad file
         raise UserInputError(
             f'cannot load config {args.config!r}: {type(e).__name__}: {e}')
-    if args.toy is None and getattr(args, 'toy_data', TOY_DATA_ROOT) != \
-            TOY_DATA_ROOT:
-        raise UserInputError(f'--toy-data {args.toy_data!r} is only read '
-                             'with --toy')
+    check_toy_data(args.toy, getattr(args, 'toy_data', TOY_DATA_ROOT),
+                   unset=TOY_DATA_ROOT)
     if args.toy is not None:
         # --cfg-options train_cfg.max_epochs=N: the toy schedule (steps,
         # cosine, mixup switch, validation) is scaled to N, not to the size's
