@@ -33,6 +33,7 @@ from torch import Tensor
 from mmdet.registry import HOOKS
 
 from ...utils.checks import is_int, is_real
+from ...utils.loss_keys import head_and_term
 from .utils import unwrap_detector
 
 LossValue = Union[Tensor, List[Tensor]]
@@ -502,8 +503,9 @@ class GuidedLossScaling(Hook):
         ]
         scaler = GuidedLossScaler(groups, self.sync, self.freeze_after)
         named = {k for g in scaler.groups for k in g['cls'] + g['reg']}
+        # head_and_term also catches a cascade's stage keys (s0.loss_cls)
         unnamed = sorted(k for k in losses
-                         if k.startswith('loss') and k not in named)
+                         if head_and_term(k)[0] is not None and k not in named)
         if unnamed:  # e.g. YOLOX's loss_obj, GFL's loss_dfl, loss_mask
             warnings.warn(
                 f'GuidedLossScaling: loss keys {unnamed} are in no group: '

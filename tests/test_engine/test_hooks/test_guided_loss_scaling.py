@@ -575,6 +575,26 @@ def test_loss_keys_in_no_group_are_named_once():
     hook.detach()
 
 
+def test_cascade_stage_keys_in_no_group_are_named():
+    """A cascade's stage keys (s1.loss_cls) are loss keys too: groups that
+    name only stage 0 leave the later stages unscaled, which must warn."""
+    model = torch.nn.Module()
+    model.rpn_head = torch.nn.Identity()
+    model.forward = lambda inputs=None, data_samples=None, mode='tensor': \
+        {'loss_rpn_cls': t(1.0), 'loss_rpn_bbox': t(0.5),
+         's0.loss_cls': t(2.0), 's0.loss_bbox': t(1.0), 's0.acc': t(90.0),
+         's1.loss_cls': t(4.0), 's1.loss_bbox': t(1.0)}
+    hook = GuidedLossScaling(groups=[
+        'rpn', dict(name='s0', cls=['s0.loss_cls'], reg=['s0.loss_bbox'])])
+    hook.attach(model)
+    with pytest.warns(UserWarning, match=r"loss keys \['s1.loss_bbox', "
+                      r"'s1.loss_cls'\] are in no group"):
+        out = model(mode='loss')
+    assert out['s1.loss_cls'].item() == 4.0
+    assert out['s0.loss_cls'].item() == pytest.approx(1.0)
+    hook.detach()
+
+
 def test_hook_state_travels_in_the_checkpoint_not_the_state_dict():
     model = torch.nn.Module()
     model.bbox_head = torch.nn.Identity()
