@@ -6,6 +6,7 @@ import numpy as np
 from mmengine.evaluator import BaseMetric
 from pycocotools import mask as mask_utils
 
+from mmdet.evaluation.functional import bbox_overlaps
 from mmdet.registry import METRICS
 
 from ...utils.boxes import box_sides
@@ -14,6 +15,9 @@ from ...utils.checks import is_real
 # COCO's area ranges: small < 32^2 <= medium < 96^2 <= large.
 SIZE_NAMES = ('small', 'medium', 'large')
 _SIZE_EDGES = np.array([32.0**2, 96.0**2])
+MATCHINGS = ('coco', 'voc')
+# mmdet's dataset_type of the sets whose ignored boxes are VOC "difficult"
+_VOC_TYPES = ('VOC2007', 'VOC2012')
 
 
 def size_bucket(bboxes: np.ndarray) -> np.ndarray:
@@ -54,17 +58,27 @@ def match_image(pred_bboxes: np.ndarray,
                 gt_labels: np.ndarray,
                 ignore_bboxes: Optional[np.ndarray] = None,
                 ignore_labels: Optional[np.ndarray] = None,
-                iou_thr: float = 0.5) -> Dict[str, np.ndarray]:
-    """Greedy per-class matching of one image's detections, as in COCO.
+                iou_thr: float = 0.5,
+                matching: str = 'coco') -> Dict[str, np.ndarray]:
+    """Greedy per-class matching of one image's detections.
 
-    Detections are visited by descending score; each takes the unmatched
-    ground truth of its class with the highest IoU (the last of equal ones,
-    as COCOeval), if that IoU is at least ``iou_thr`` (a true positive). An unmatched detection inside an ignored
+    Detections are visited by descending score. ``matching='coco'``, as
+    COCOeval: each takes the unmatched ground truth of its class with the
+    highest IoU (the last of equal ones), if that IoU is at least
+    ``iou_thr`` (a true positive). An unmatched detection inside an ignored
     (crowd) box of its class is neither TP nor FP: as COCO's crowd IoU, the
     intersection over the *detection's* area must reach ``iou_thr``
     (``ignore_labels=None``: a crowd box of any class). Any other unmatched
-    detection is a false positive. Unmatched ground truths are false
-    negatives.
+    detection is a false positive.
+
+    ``matching='voc'``, as mmdet's ``VOCMetric`` (``tpfp_default``, legacy
+    +1 coordinates, float32 IoU): each takes the ground truth of its class,
+    ignored ("difficult") ones included, with the highest IoU (the first of
+    equal ones). At ``iou_thr`` or above it is ignored if that box is
+    difficult, a true positive if the box is not yet matched and a false
+    positive if it is; below, a false positive.
+
+    Unmatched ground truths (not ignored) are false negatives.
 
     Returns:
         dict: ``tp``, ``fp``, ``fn`` (int arrays) and ``iou_sum`` (the summed
@@ -72,6 +86,9 @@ def match_image(pred_bboxes: np.ndarray,
         ``SIZE_NAMES``. TP and FN are bucketed by the ground truth's area,
         FP by the detection's area.
     """
+    if matching not in MATCHINGS:
+        raise ValueError(f'matching must be one of {MATCHINGS}, got '
+                         f'{matching!r}')
     out = dict(tp=np.zeros(3, np.int64), fp=np.zeros(3, np.int64),
                fn=np.zeros(3, np.int64), iou_sum=np.zeros(3, np.float64))
     pred_bboxes = np.asarray(pred_bboxes, np.float64).reshape(-1, 4)
@@ -82,6 +99,23 @@ def match_image(pred_bboxes: np.ndarray,
     pred_size = size_bucket(pred_bboxes)
     gt_size = size_bucket(gt_bboxes)
     gt_matched = np.zeros(len(gt_bboxes), bool)
+    if matching == 'voc':
+        _match_voc(pred_bboxes, pred_scores, pred_labels, gt_bboxes,
+                   gt_labels, ignore_bboxes, ignore_labels, iou_thr,
+                   pred_size, gt_size, gt_matched, out)
+    else:
+        _match_coco(pred_bboxes, pred_scores, pred_labels, gt_bboxes,
+                    gt_labels, ignore_bboxes, ignore_labels, iou_thr,
+                    pred_size, gt_size, gt_matched, out)
+    np.add.at(out['fn'], gt_size[~gt_matched], 1)
+    return out
+
+
+def _match_coco(pred_bboxes, pred_scores, pred_labels, gt_bboxes, gt_labels,
+                ignore_bboxes, ignore_labels, iou_thr, pred_size, gt_size,
+                gt_matched, out) -> None:
+    """The ``'coco'`` branch of :func:`match_image`: fills ``gt_matched``
+    and ``out`` in place."""
     # One IoU matrix for all pairs; the class mask keeps matching per class.
     ious = _same_class_only(_coco_iou(pred_bboxes, gt_bboxes), pred_labels,
                             gt_labels)
@@ -101,8 +135,34 @@ def match_image(pred_bboxes: np.ndarray,
             out['iou_sum'][gt_size[j]] += cand[j]
         elif not ignored[i]:
             out['fp'][pred_size[i]] += 1
-    np.add.at(out['fn'], gt_size[~gt_matched], 1)
-    return out
+
+
+def _match_voc(pred_bboxes, pred_scores, pred_labels, gt_bboxes, gt_labels,
+               ignore_bboxes, ignore_labels, iou_thr, pred_size, gt_size,
+               gt_matched, out) -> None:
+    """The ``'voc'`` branch of :func:`match_image`: fills ``gt_matched``
+    and ``out`` in place."""
+    num_gts = len(gt_bboxes)
+    ious = bbox_overlaps(pred_bboxes, np.concatenate([gt_bboxes,
+                                                      ignore_bboxes]),
+                         use_legacy_coordinate=True)
+    ious[:, :num_gts] = _same_class_only(ious[:, :num_gts], pred_labels,
+                                         gt_labels)
+    if ignore_labels is not None:  # None: a difficult box of any class
+        ious[:, num_gts:] = _same_class_only(ious[:, num_gts:], pred_labels,
+                                             ignore_labels)
+    for i in np.argsort(-np.asarray(pred_scores), kind='stable'):
+        j = int(np.argmax(ious[i])) if ious.shape[1] else -1
+        if j < 0 or ious[i, j] < iou_thr:
+            out['fp'][pred_size[i]] += 1
+        elif j >= num_gts:  # a difficult box: neither TP nor FP
+            continue
+        elif gt_matched[j]:
+            out['fp'][pred_size[i]] += 1
+        else:
+            gt_matched[j] = True
+            out['tp'][gt_size[j]] += 1
+            out['iou_sum'][gt_size[j]] += ious[i, j]
 
 
 @METRICS.register_module()
@@ -137,6 +197,11 @@ class DetectionErrorMetric(BaseMetric):
         iou_thr (float): IoU for a true positive. Defaults to 0.5.
         score_thr (float): Detections below it are discarded before
             matching. Defaults to 0.3.
+        matching (str, optional): ``'coco'`` (ignored boxes are crowds) or
+            ``'voc'`` (ignored boxes are "difficult", matched as mmdet's
+            ``VOCMetric``), see :func:`match_image`. Defaults to None:
+            ``'voc'`` when the dataset's ``dataset_type`` is VOC2007 or
+            VOC2012 (as ``VOCMetric`` reads it), otherwise ``'coco'``.
         collect_device (str): Device used to collect results across ranks,
             'cpu' or 'gpu'. Defaults to 'cpu'.
         prefix (str, optional): Prefix of the metric names. Defaults to
@@ -148,6 +213,7 @@ class DetectionErrorMetric(BaseMetric):
     def __init__(self,
                  iou_thr: float = 0.5,
                  score_thr: float = 0.3,
+                 matching: Optional[str] = None,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
@@ -156,8 +222,20 @@ class DetectionErrorMetric(BaseMetric):
         if not (is_real(score_thr) and 0.0 <= score_thr <= 1.0):
             raise ValueError(
                 f'score_thr must be in [0, 1], got {score_thr!r}')
+        if matching is not None and matching not in MATCHINGS:
+            raise ValueError(f'matching must be one of {MATCHINGS} or None, '
+                             f'got {matching!r}')
         self.iou_thr = iou_thr
         self.score_thr = score_thr
+        self.matching = matching
+
+    @property
+    def resolved_matching(self) -> str:
+        """``matching``, or the one the dataset's type implies."""
+        if self.matching is not None:
+            return self.matching
+        meta = self.dataset_meta or {}
+        return 'voc' if meta.get('dataset_type') in _VOC_TYPES else 'coco'
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Match each image now; keep only its (3, ) count arrays."""
@@ -185,7 +263,8 @@ class DetectionErrorMetric(BaseMetric):
                 gt['labels'].cpu().numpy(),
                 ignore_bboxes,
                 ignore_labels,
-                iou_thr=self.iou_thr))
+                iou_thr=self.iou_thr,
+                matching=self.resolved_matching))
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         """Sum the per-image counts and derive the ratios."""

@@ -243,6 +243,91 @@ def test_counts_equal_cocoevals_on_random_images(iou_thr):
     assert (m['tp'], m['fp'], m['fn']) == (tp, fp, fn)
 
 
+def test_voc_matching_differs_from_cocos_where_voc_says():
+    """VOC (mmdet's tpfp_default) takes the best-IoU box, difficult ones
+    included, and does not fall back to the next gt; COCO does.
+    P1 .9 [0,0,10,10]: G1 IoU 1, TP either way.
+    P2 .8 [0,0,10,12]: best is the taken G1 (IoU 0.85 legacy), G2 [0,2,10,12]
+      IoU 0.60: VOC FP, COCO TP on G2.
+    P3 .7 [20,0,30,10]: best is the difficult D1 [20,0,30,10], G3
+      [20,0,30,11] IoU 0.92: VOC ignored (G3 left an FN), COCO TP on G3."""
+    pred = (np.array([[0, 0, 10, 10], [0, 0, 10, 12], [20, 0, 30, 10.]]),
+            [.9, .8, .7], [0, 0, 0])
+    gt = (np.array([[0, 0, 10, 10], [0, 2, 10, 12], [20, 0, 30, 11.]]),
+          [0, 0, 0])
+    difficult = (np.array([[20, 0, 30, 10.]]), np.array([0]))
+    voc = match_image(*pred, *gt, *difficult, matching='voc')
+    assert (voc['tp'].sum(), voc['fp'].sum(), voc['fn'].sum()) == (1, 1, 2)
+    coco = match_image(*pred, *gt, *difficult)
+    assert (coco['tp'].sum(), coco['fp'].sum(), coco['fn'].sum()) == (3, 0, 0)
+    # a difficult box of another class is no match for the detection
+    other = match_image(*pred, *gt, difficult[0], np.array([1]),
+                        matching='voc')
+    assert (other['tp'].sum(), other['fp'].sum()) == (2, 1)
+
+
+@pytest.mark.parametrize('iou_thr', [0.5, 0.7])
+def test_voc_counts_equal_mmdets_tpfp_default(iou_thr):
+    """30 random images, 3 classes, some difficult gts: per class, TP and
+    FP equal mmdet's VOC matching (tpfp_default with legacy coordinates, as
+    VOCMetric calls it); FN are the non-difficult gts it leaves uncovered."""
+    from mmdet.evaluation.functional.mean_ap import tpfp_default
+    rng = np.random.RandomState(1)
+    metric = DetectionErrorMetric(iou_thr=iou_thr, score_thr=0)
+    metric.dataset_meta = dict(classes=('a', 'b', 'c'),
+                               dataset_type='VOC2007')
+    assert metric.resolved_matching == 'voc'
+    tp = fp = fn = 0
+    for _ in range(30):
+        num_gts = rng.randint(0, 6)
+        xy = rng.randint(0, 8, (num_gts, 2)) * 8.0
+        gt_boxes = np.concatenate(
+            [xy, xy + rng.randint(3, 8, (num_gts, 2)) * 8], 1)
+        gt_labels = rng.randint(0, 3, num_gts)
+        hard = rng.rand(num_gts) < 0.2
+        near = np.repeat(np.arange(num_gts), 2)
+        near = near[rng.rand(len(near)) < 0.7]
+        det_boxes = gt_boxes[near] + rng.randint(-2, 3, (len(near), 4)) * 2.0
+        det_labels = np.where(rng.rand(len(near)) < 0.8, gt_labels[near],
+                              rng.randint(0, 3, len(near)))
+        # distinct scores: mmdet's argsort is not stable
+        scores = rng.permutation(len(near)) / max(len(near), 1) + 0.01
+        metric.process({}, [_sample(
+            (det_boxes.tolist(), scores.tolist(), det_labels.tolist()),
+            (gt_boxes[~hard].tolist(), gt_labels[~hard].tolist()),
+            ignored=gt_boxes[hard].tolist(),
+            ignored_labels=gt_labels[hard].tolist())])
+        dets = np.concatenate([det_boxes, scores[:, None]], 1)
+        fn += int((~hard).sum())
+        for c in range(3):
+            t, f = tpfp_default(dets[det_labels == c],
+                                gt_boxes[~hard & (gt_labels == c)],
+                                gt_boxes[hard & (gt_labels == c)],
+                                iou_thr, use_legacy_coordinate=True)
+            tp, fp, fn = tp + int(t.sum()), fp + int(f.sum()), fn - int(
+                t.sum())
+    m = metric.compute_metrics(metric.results)
+    assert tp > 10 and fp > 5 and fn > 5
+    assert (m['tp'], m['fp'], m['fn']) == (tp, fp, fn)
+
+
+def test_matching_follows_the_dataset_type_unless_given():
+    metric = DetectionErrorMetric()
+    assert metric.resolved_matching == 'coco'  # no dataset_meta yet
+    metric.dataset_meta = dict(classes=('a', ), dataset_type='VOC2012')
+    assert metric.resolved_matching == 'voc'
+    metric.dataset_meta = dict(classes=('a', ), dataset_type=None)
+    assert metric.resolved_matching == 'coco'
+    metric = DetectionErrorMetric(matching='coco')
+    metric.dataset_meta = dict(classes=('a', ), dataset_type='VOC2007')
+    assert metric.resolved_matching == 'coco'
+    with pytest.raises(ValueError, match="matching .* got 'pascal'"):
+        DetectionErrorMetric(matching='pascal')
+    with pytest.raises(ValueError, match="matching .* got 'iou'"):
+        match_image([[0, 0, 4, 4]], [1.], [0], [[0, 0, 4, 4]], [0],
+                    matching='iou')
+
+
 def test_missing_gt_and_bad_args():
     sample = dict(IMG1)
     sample.pop('gt_instances')
