@@ -41,6 +41,18 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def _groups_by_aspect_ratio(loader) -> bool:
+    """Whether the training loader's batch sampler is mmdet's
+    ``AspectRatioBatchSampler`` (or a subclass)."""
+    from mmdet.datasets.samplers import AspectRatioBatchSampler
+    from mmdet.registry import DATA_SAMPLERS
+    kind = (loader.get('batch_sampler') or {}).get('type')
+    if isinstance(kind, str):
+        kind = DATA_SAMPLERS.get(kind)
+    return isinstance(kind, type) and issubclass(kind,
+                                                 AspectRatioBatchSampler)
+
+
 def _estimate(args):
     from mmdet.registry import DATASETS, MODELS
     from mmdet.utils import register_all_modules
@@ -67,6 +79,7 @@ def _estimate(args):
             dataset,
             args.num_images or None,
             batch_size=loader.get('batch_size', 2),
+            aspect_ratio_groups=_groups_by_aspect_ratio(loader),
             num_workers=(loader.get('num_workers', 0)
                          if args.num_workers is None else args.num_workers),
             seed=args.seed,
@@ -95,7 +108,13 @@ def main(argv=None):
     if e.objectness_prior is not None:
         print(f'objectness prior: {e.objectness_prior:.4e}  bias: '
               f'{prior_to_bias(e.objectness_prior):.4f}')
-    if e.prior > 0:
+    if e.objectness_prior is not None and e.num_classes == 1:
+        # the one class channel's target over positives is 1: no finite
+        # bias, and OptimalBiasInit leaves that channel as initialised
+        print('class channel: one class, prior 1, bias left as initialised')
+        if e.objectness_prior > 0:
+            print(f'conf_thr ~ objectness prior = {e.objectness_prior:.2e}')
+    elif e.prior > 0:
         print(f'prior pi = {e.prior:.4e}  bias = {prior_to_bias(e.prior):.4f}')
         # a CE-trained, optimally initialised head scores about pi
         if e.objectness_prior is not None:

@@ -39,3 +39,30 @@ def test_estimate_prior_tool_names_yolov3s_conf_thr(toy_data_root, tmp_path,
     assert (f"conf_thr ~ objectness prior = "
             f"{record['objectness_prior']:.2e}") in out
     assert 'score_thr' not in out
+
+
+def test_estimate_prior_tool_batches_as_the_config(monkeypatch):
+    """The count groups images by aspect ratio when the config's training
+    loader does (mmdet's AspectRatioBatchSampler, by name or subclass)."""
+    from mmdet.registry import DATA_SAMPLERS
+    from mmengine.registry import init_default_scope
+    tool = import_tool('estimate_prior')
+    init_default_scope('mmdet')
+    groups = tool._groups_by_aspect_ratio
+    assert groups(dict(batch_sampler=dict(type='AspectRatioBatchSampler')))
+    assert groups(dict(batch_sampler=dict(
+        type=DATA_SAMPLERS.get('TrackAspectRatioBatchSampler'))))
+    assert not groups(dict(batch_sampler=None))
+    assert not groups(dict(batch_size=2))
+
+
+def test_estimate_prior_tool_single_class_yolov3(toy_data_root, capsys):
+    """One class: the class channel's prior is 1 (no finite bias), which
+    the tool reports instead of failing, as the hook leaves that channel."""
+    tool = import_tool('estimate_prior')
+    tool.main([osp.join(CONFIGS, 'yolov3_ce_sf.py'), '--toy', 'tiny',
+               '--toy-data', toy_data_root, '--num-images', '2',
+               '--cfg-options', 'model.bbox_head.num_classes=1'])
+    out = capsys.readouterr().out
+    assert 'class channel: one class, prior 1, bias left as initialised' in out
+    assert 'objectness prior: ' in out and 'conf_thr ~ ' in out

@@ -15,6 +15,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from torch import nn
 
+from mmdet.datasets.samplers import AspectRatioBatchSampler
 from mmdet.models.dense_heads import (ATSSHead, FCOSHead, RetinaHead, RPNHead,
                                       YOLOV3Head)
 from mmdet.registry import HOOKS
@@ -266,6 +267,9 @@ class OptimalBiasInit(Hook):
                                       self.num_images,
                                       head=head,
                                       batch_size=_batch_size(loader),
+                                      aspect_ratio_groups=isinstance(
+                                          loader.batch_sampler,
+                                          AspectRatioBatchSampler),
                                       num_workers=num_workers,
                                       collate_fn=loader.collate_fn,
                                       seed=self.seed)

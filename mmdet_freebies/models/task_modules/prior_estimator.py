@@ -14,10 +14,12 @@ training transforms, running only the anchor generator and the matcher.
 own prior generator and its own target rule (the assigner of ``train_cfg``,
 or FCOS's regress-range/center-sampling rule, or YOLOv3's grid assigner) and
 the detector's own ``data_preprocessor`` (so padding to
-``pad_size_divisor`` and batch padding are exact; its batch augments, such
-as YOLOv3's random shapes, are left out: they resize at random and
-synchronise the ranks on every call, so the prior is counted at the
-pipeline's image size). Feature
+``pad_size_divisor`` is exact, and batch padding is training's when the
+batches are formed alike: the training batch size, and portrait and
+landscape images apart where training uses ``AspectRatioBatchSampler``;
+its batch augments, such as YOLOv3's random shapes, are left out: they
+resize at random and synchronise the ranks on every call, so the prior is
+counted at the pipeline's image size). Feature
 map sizes follow from the padded batch shape: every stride-``s`` layer of
 the supported backbones and necks (3x3 stride-2 convs with padding 1,
 stride-2 max pools, FPN's extra levels) maps ``H`` to ``ceil(H / 2)``, so a
@@ -60,8 +62,9 @@ from mmengine.structures import InstanceData
 from mmengine.utils import ProgressBar
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
+from mmdet.datasets.samplers import AspectRatioBatchSampler
 from mmdet.models.dense_heads import (ATSSHead, FCOSHead, PAAHead, RetinaHead,
                                       RPNHead, YOLOV3Head)
 from mmdet.models.task_modules.prior_generators import anchor_inside_flags
@@ -326,12 +329,28 @@ def sample_indices(num_total: int, num_images: Optional[int],
     return order.tolist()
 
 
+class _IndexSampler(Sampler):
+    """The given dataset indices, in order; ``dataset`` is kept for
+    ``AspectRatioBatchSampler``, which reads each image's size from it."""
+
+    def __init__(self, dataset: Dataset, indices: List[int]) -> None:
+        self.dataset = dataset
+        self.indices = indices
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 def estimate_prior(model: nn.Module,
                    dataset: Union[Dataset, dict],
                    num_images: Optional[int] = 1000,
                    *,
                    head: Optional[nn.Module] = None,
                    batch_size: int = 2,
+                   aspect_ratio_groups: bool = False,
                    num_workers: int = 0,
                    collate_fn: Optional[Callable] = None,
                    seed: int = 0,
@@ -360,6 +379,12 @@ def estimate_prior(model: nn.Module,
             by :func:`find_dense_head`. Defaults to None.
         batch_size (int): Images per padded batch; use the training batch
             size so that batch padding matches training. Defaults to 2.
+        aspect_ratio_groups (bool): Batch portrait and landscape images
+            apart, with mmdet's ``AspectRatioBatchSampler``, as training
+            does when its loader uses that sampler (mmdet's COCO configs):
+            FCOS and YOLOv3 count every point of the batch padding as a
+            negative, so mixed batches would lower their prior.
+            Defaults to False.
         num_workers (int): DataLoader workers. Defaults to 0.
         collate_fn (callable, optional): Defaults to ``pseudo_collate``.
         seed (int): Seed of the image sample. Defaults to 0.
@@ -385,14 +410,17 @@ def estimate_prior(model: nn.Module,
     count = _counter(head)
     num_dataset_classes = _num_dataset_classes(dataset, head)
     rank, world_size = get_dist_info() if distributed else (0, 1)
-    indices = sample_indices(len(dataset), num_images, seed)
-    loader = DataLoader(Subset(dataset, indices[rank::world_size]),
-                        batch_size=batch_size,
-                        shuffle=False,
+    sampler = _IndexSampler(
+        dataset,
+        sample_indices(len(dataset), num_images, seed)[rank::world_size])
+    batch_sampler = (AspectRatioBatchSampler if aspect_ratio_groups else
+                     BatchSampler)(sampler, batch_size, drop_last=False)
+    loader = DataLoader(dataset,
+                        batch_sampler=batch_sampler,
                         num_workers=num_workers,
                         collate_fn=collate_fn or pseudo_collate)
     device = next(model.parameters()).device
-    bar = ProgressBar(len(loader.dataset)) if progress and rank == 0 else None
+    bar = ProgressBar(len(sampler)) if progress and rank == 0 else None
 
     start = time.perf_counter()
     counts = torch.zeros(3 + head.num_classes, dtype=torch.float64)
@@ -426,7 +454,7 @@ def estimate_prior(model: nn.Module,
         gt_counts = F.pad(gt_counts, (0, int(length) - len(gt_counts)))
     totals = torch.cat([
         counts, gt_counts,
-        torch.tensor([len(loader.dataset)], dtype=torch.float64)
+        torch.tensor([len(sampler)], dtype=torch.float64)
     ])
     if world_size > 1:
         all_reduce(totals, op='sum')

@@ -272,6 +272,29 @@ def test_batch_size_of_mmdet_s_batch_sampler_loaders(toy_cfg):
     assert _batch_size(DataLoader(dataset, batch_size=2)) == 2
 
 
+def test_counts_in_aspect_ratio_groups_where_training_does(
+        toy_cfg, tmp_path, monkeypatch):
+    """With an AspectRatioBatchSampler loader (mmdet's COCO configs) the
+    count batches portrait and landscape images apart, as training does."""
+    from mmdet_freebies.engine.hooks import optimal_bias_init
+    model, dataset = _build(toy_cfg('fcos_fl.py'))
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs['batch_size'], kwargs['aspect_ratio_groups']))
+        return estimate_prior(*args, **kwargs)
+
+    monkeypatch.setattr(optimal_bias_init, 'estimate_prior', spy)
+    runner = FakeRunner(model, dataset, tmp_path)
+    _run_hook(runner, num_images=2)
+    runner.train_dataloader = DataLoader(
+        dataset,
+        batch_sampler=AspectRatioBatchSampler(DefaultSampler(dataset), 3),
+        collate_fn=pseudo_collate)
+    _run_hook(runner, num_images=2)
+    assert seen == [(2, False), (3, True)]
+
+
 def test_softmax_dense_head_fails_in_before_run(toy_cfg, tmp_path):
     """-log((1 - p) / p) is a sigmoid's bias: a softmax RetinaHead is
     refused before training, counted or with a constant prior."""

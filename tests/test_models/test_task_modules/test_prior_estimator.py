@@ -277,6 +277,53 @@ def test_paa_candidates_by_hand():
     assert keep.tolist() == [True, True, False]
 
 
+class _Shapes(torch.utils.data.Dataset):
+    """Blank images of the given (h, w), one box each, with the
+    ``get_data_info`` that ``AspectRatioBatchSampler`` reads."""
+
+    def __init__(self, shapes):
+        self.shapes = shapes
+
+    def __len__(self):
+        return len(self.shapes)
+
+    def get_data_info(self, i):
+        h, w = self.shapes[i]
+        return dict(height=h, width=w)
+
+    def __getitem__(self, i):
+        h, w = self.shapes[i]
+        return _sample(h, w, [[4, 4, 28, 28]], [0])
+
+
+@pytest.mark.parametrize('name', ['fcos_fl.py', 'yolov3_baseline.py'])
+def test_aspect_ratio_groups_batch_as_training(build, name):
+    """FCOS and YOLOv3 count every point of the batch padding as a negative:
+    a portrait and a landscape image batched together pad to a square.
+    With ``aspect_ratio_groups`` the batches are mmdet's
+    AspectRatioBatchSampler's, portrait with portrait, and the counts are
+    those of the two orientations counted apart."""
+    model, _ = build(name)
+    portrait, landscape = (96, 64), (64, 96)
+    mixed = _Shapes([portrait, landscape] * 2)
+    # seed 0 orders them 0, 1, 3, 2: both plain batches mix P and L
+    assert sample_indices(4, None, 0) == [0, 1, 3, 2]
+    counts = {
+        groups: estimate_prior(model, mixed, None, batch_size=2,
+                               aspect_ratio_groups=groups)
+        for groups in (False, True)
+    }
+    apart = [estimate_prior(model, _Shapes([s] * 2), None, batch_size=2)
+             for s in (portrait, landscape)]
+    square = estimate_prior(model, _Shapes([(96, 96)] * 4), None,
+                            batch_size=2)
+    grouped = counts[True]
+    assert grouped.num_valid == sum(e.num_valid for e in apart)
+    assert grouped.num_fg == sum(e.num_fg for e in apart)
+    assert counts[False].num_valid > grouped.num_valid
+    assert counts[False].num_valid == square.num_valid
+
+
 def test_yolov3_priors(build):
     model, dataset = build('yolov3_baseline.py')
     est = estimate_prior(model, dataset, None)
