@@ -51,6 +51,10 @@ class AlignInstanceKeys(BaseTransform):
         if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
             raise TypeError(f'AlignInstanceKeys: keys must be a sequence of '
                             f'str, got keys={keys!r}')
+        # one dict would be iterated as its key strings
+        if not isinstance(transforms, (list, tuple)):
+            raise TypeError('AlignInstanceKeys: transforms must be a list of '
+                            f'transform configs, got transforms={transforms!r}')
         # Build with mmdet's registry so no default scope is needed.
         self.transforms = Compose([
             TRANSFORMS.build(t) if isinstance(t, dict) else t

@@ -8,6 +8,7 @@ import warnings
 from typing import Iterator, List, Sequence
 
 from mmengine.hooks import Hook
+from mmengine.runner import EpochBasedTrainLoop
 from mmdet.datasets import MultiImageMixDataset
 from mmdet.datasets.transforms import PackDetInputs
 from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
@@ -82,7 +83,10 @@ class MixupSwitchHook(Hook):
     ``YOLOXModeSwitchHook`` achieves). Epochs count from 0 as in mmengine
     and GluonCV, so exactly ``num_last_epochs`` epochs run without mixup
     (``YOLOXModeSwitchHook`` switches one epoch earlier). Resuming inside
-    the last epochs switches again at the first epoch.
+    the last epochs switches again at the first epoch. The switch is by
+    epoch only: under ``IterBasedTrainLoop`` (one epoch, one data iterator
+    and its workers for the whole run) it could not take effect, so
+    ``before_train`` refuses that loop unless ``num_last_epochs=0``.
 
     Args:
         num_last_epochs (int): Number of final epochs without mixup.
@@ -112,6 +116,15 @@ class MixupSwitchHook(Hook):
         epoch, after mixing to the end); warn when the switch leaves no
         epoch with mixup, when a packing transform would drop the mixup
         weights, or when a head of the model would ignore them."""
+        loop = runner.train_loop
+        if self.num_last_epochs and not isinstance(loop, EpochBasedTrainLoop):
+            raise ValueError(
+                'MixupSwitchHook switches mixup off by epoch, but the '
+                f'training loop is {loop.__class__.__name__}, which runs as one '
+                'epoch with one data iterator, so the switch could never '
+                f'take effect (num_last_epochs={self.num_last_epochs}); '
+                "train with train_cfg=dict(type='EpochBasedTrainLoop', ...) "
+                'or set num_last_epochs=0 to mix to the end')
         if not self.switch_off(runner.train_dataloader.dataset,
                                dry_run=True):
             raise ValueError(

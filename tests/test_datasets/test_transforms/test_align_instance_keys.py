@@ -147,6 +147,10 @@ def test_repr_and_bad_keys():
         "), keys=('gt_weights',))")
     with pytest.raises(TypeError, match="keys='gt_weights'"):
         AlignInstanceKeys([], keys='gt_weights')
+    # one transform config instead of a list of them
+    with pytest.raises(TypeError, match=r"AlignInstanceKeys: transforms must "
+                       r"be a list .* transforms=\{'type': 'RandomFlip'"):
+        AlignInstanceKeys(dict(type='RandomFlip', prob=0.5))
 
 
 def test_a_key_of_the_wrong_length_is_an_error():

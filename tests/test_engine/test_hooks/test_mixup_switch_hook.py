@@ -13,6 +13,7 @@ import torch
 from mmengine.dataset import (BaseDataset, ConcatDataset, RepeatDataset,
                               pseudo_collate)
 from mmengine.hooks import Hook
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from torch.utils.data import DataLoader
 
 from mmdet.datasets import MultiImageMixDataset
@@ -61,7 +62,20 @@ def runner(dataset, epoch, max_epochs=5, **loader_kwargs):
         dataset=dataset, persistent_workers=False)
     return SimpleNamespace(
         epoch=epoch, max_epochs=max_epochs, train_dataloader=loader,
-        logger=MagicMock(), model=torch.nn.Module())
+        logger=MagicMock(), model=torch.nn.Module(),
+        train_loop=MagicMock(spec=EpochBasedTrainLoop))
+
+
+def test_refuses_an_iteration_based_loop():
+    """IterBasedTrainLoop runs as one epoch whose data iterator (and its
+    workers) lives for the whole run: an epoch switch would log "mixup off"
+    and mix to the end, so it is refused unless nothing is to be switched."""
+    r = runner(wrapper_dataset(), 0)
+    r.train_loop = MagicMock(spec=IterBasedTrainLoop)
+    with pytest.raises(ValueError, match=r'training loop is '
+                       r'IterBasedTrainLoop.*num_last_epochs=20'):
+        MixupSwitchHook().before_train(r)
+    MixupSwitchHook(num_last_epochs=0).before_train(r)
 
 
 @pytest.mark.parametrize('make', [wrapper_dataset, cached_dataset])
