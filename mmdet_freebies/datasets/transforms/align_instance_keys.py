@@ -53,8 +53,9 @@ class AlignInstanceKeys(BaseTransform):
                             f'str, got keys={keys!r}')
         # one dict would be iterated as its key strings
         if not isinstance(transforms, (list, tuple)):
-            raise TypeError('AlignInstanceKeys: transforms must be a list of '
-                            f'transform configs, got transforms={transforms!r}')
+            raise TypeError(
+                'AlignInstanceKeys: transforms must be a list of transform '
+                f'configs, got transforms={transforms!r}')
         # Build with mmdet's registry so no default scope is needed.
         self.transforms = Compose([
             TRANSFORMS.build(t) if isinstance(t, dict) else t

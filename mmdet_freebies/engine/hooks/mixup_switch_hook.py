@@ -120,8 +120,8 @@ class MixupSwitchHook(Hook):
         if self.num_last_epochs and not isinstance(loop, EpochBasedTrainLoop):
             raise ValueError(
                 'MixupSwitchHook switches mixup off by epoch, but the '
-                f'training loop is {loop.__class__.__name__}, which runs as one '
-                'epoch with one data iterator, so the switch could never '
+                f'training loop is {loop.__class__.__name__}, which runs as '
+                'one epoch with one data iterator, so the switch could never '
                 f'take effect (num_last_epochs={self.num_last_epochs}); '
                 "train with train_cfg=dict(type='EpochBasedTrainLoop', ...) "
                 'or set num_last_epochs=0 to mix to the end')
