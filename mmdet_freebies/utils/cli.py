@@ -99,7 +99,14 @@ def load_config(args: argparse.Namespace) -> Config:
                 '--launcher pytorch needs the variables torchrun sets ('
                 f'{", ".join(missing)} missing): start it with '
                 'tools/dist_train.sh or torchrun')
-    if args.launcher in ('pytorch', 'slurm') and \
+    if args.launcher == 'mpi':
+        missing = [k for k in _MPI_VARIABLES if k not in os.environ]
+        if missing:
+            raise UserInputError(
+                '--launcher mpi needs the variables Open MPI\'s mpirun sets '
+                f'and MASTER_ADDR ({", ".join(missing)} missing): start it '
+                'with mpirun -x MASTER_ADDR=<first host> ...')
+    if args.launcher in ('pytorch', 'slurm', 'mpi') and \
             not torch.cuda.is_available():
         setup_cpu_distributed(cfg, args.launcher)
     if args.work_dir is not None:
@@ -131,7 +138,7 @@ def finish_distributed() -> None:
 
 
 def setup_cpu_distributed(cfg: Config, launcher: str = 'pytorch') -> None:
-    """Make mmengine's pytorch and slurm launchers work without CUDA.
+    """Make mmengine's pytorch, slurm and mpi launchers work without CUDA.
 
     mmengine 0.10 calls ``torch.cuda.set_device(local_rank)`` before
     ``init_process_group`` and wraps the model in DDP with
@@ -142,6 +149,8 @@ def setup_cpu_distributed(cfg: Config, launcher: str = 'pytorch') -> None:
     import torch.distributed as dist
     if launcher == 'slurm':
         _env_from_slurm()
+    elif launcher == 'mpi':
+        _env_from_mpi()
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')
     wrapper = cfg.get('model_wrapper_cfg') or dict(
@@ -149,6 +158,20 @@ def setup_cpu_distributed(cfg: Config, launcher: str = 'pytorch') -> None:
         find_unused_parameters=cfg.get('find_unused_parameters', False))
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
+
+
+# Open MPI's (mmengine's mpi launcher reads them) and the master's address
+_MPI_VARIABLES = ('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE',
+                  'OMPI_COMM_WORLD_LOCAL_RANK', 'MASTER_ADDR')
+
+
+def _env_from_mpi() -> None:
+    """Set torch.distributed's ``env://`` variables from Open MPI's, as
+    mmengine's mpi launcher does (MASTER_PORT 29500 unless set)."""
+    os.environ['RANK'] = os.environ['OMPI_COMM_WORLD_RANK']
+    os.environ['WORLD_SIZE'] = os.environ['OMPI_COMM_WORLD_SIZE']
+    os.environ['LOCAL_RANK'] = os.environ['OMPI_COMM_WORLD_LOCAL_RANK']
+    os.environ.setdefault('MASTER_PORT', '29500')
 
 
 def _env_from_slurm() -> None:

@@ -10,11 +10,11 @@ We allowlist exactly those. ``getattr`` is not allowlisted as such: the name
 own statistics methods, so torch's safe unpickler still rejects everything
 else.
 """
+import re
 from typing import Callable, List, Tuple, Union
 
 import numpy as np
 import torch
-from mmengine.utils import digit_version
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
 
@@ -65,7 +65,11 @@ def register_torch_safe_globals() -> List[SafeGlobal]:
         default to weights-only loading; its allowlist, from 2.4, takes no
         ``(function, name)`` entries).
     """
-    if digit_version(torch.__version__) < digit_version('2.6.0'):
+    # release numbers only: a 2.6 pre-release (2.6.0rc1, NVIDIA's
+    # 2.6.0a0+...) already loads weights-only, and digit_version orders it
+    # before 2.6.0
+    major, minor = re.match(r'(\d+)\.(\d+)', str(torch.__version__)).groups()
+    if (int(major), int(minor)) < (2, 6):
         return []
     add = torch.serialization.add_safe_globals
     globals_ = _checkpoint_globals()

@@ -193,31 +193,40 @@ def test_dist_scripts_read_an_optional_gpu_count(script, args, env_gpus,
     assert words[words.index(f'tools/{script[5:-3]}.py') + 1:] == rest
 
 
+def _launcher_env(launcher, rank):
+    """The variables srun or Open MPI's mpirun set for task ``rank`` of 2."""
+    if launcher == 'slurm':
+        return dict(SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank),
+                    SLURM_NTASKS='2', SLURM_NODELIST='localhost')
+    return dict(OMPI_COMM_WORLD_RANK=str(rank), OMPI_COMM_WORLD_SIZE='2',
+                OMPI_COMM_WORLD_LOCAL_RANK=str(rank))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU path')
-def test_slurm_launcher_two_gloo_processes(tmp_path, toy_data_root):
-    """tools/train.py --launcher slurm as srun starts it, one process per
-    task with slurm's variables set: on a CPU both ranks train on gloo
-    (mmengine's own slurm launcher calls torch.cuda.set_device)."""
-    work = str(tmp_path / 'slurm')
+@pytest.mark.parametrize('launcher', ['slurm', 'mpi'])
+def test_cluster_launchers_two_gloo_processes(tmp_path, toy_data_root,
+                                              launcher):
+    """tools/train.py --launcher slurm (mpi) as srun (mpirun) starts it, one
+    process per task with the launcher's variables set: on a CPU both ranks
+    train on gloo (mmengine's own launchers call torch.cuda.set_device)."""
+    work = str(tmp_path / launcher)
     port = str(free_port())
     procs = []
     for rank in (0, 1):
-        env = dict(os.environ, OMP_NUM_THREADS='1', SLURM_PROCID=str(rank),
-                   SLURM_LOCALID=str(rank), SLURM_NTASKS='2',
-                   SLURM_NODELIST='localhost', MASTER_ADDR='127.0.0.1',
-                   MASTER_PORT=port)
+        env = dict(os.environ, OMP_NUM_THREADS='1', MASTER_ADDR='127.0.0.1',
+                   MASTER_PORT=port, **_launcher_env(launcher, rank))
         with open(tmp_path / f'rank{rank}.err', 'w') as err:
             procs.append(subprocess.Popen(
                 [sys.executable, TRAIN, f'{CONFIGS}/retinanet_fl.py',
                  '--toy', 'tiny', '--toy-data', toy_data_root,
-                 '--work-dir', work, '--launcher', 'slurm'],
+                 '--work-dir', work, '--launcher', launcher],
                 cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err))
     for rank, proc in enumerate(procs):
         assert proc.wait(timeout=600) == 0, open(
             tmp_path / f'rank{rank}.err').read()[-3000:]
     log = open(glob.glob(osp.join(work, '*', '*.log'))[0]).read()
-    assert 'Distributed launcher: slurm' in log
+    assert f'Distributed launcher: {launcher}' in log
     assert 'Distributed training: True' in log
     losses = [r for r in _scalars(work) if 'loss' in r]
     assert losses[-1]['iter'] == 2  # 8 images, 2 ranks, batch 2

@@ -140,6 +140,25 @@ def test_pytorch_launcher_outside_torchrun_is_named(monkeypatch):
         load_config(args)
 
 
+def test_mpi_launcher_outside_mpirun_is_named(monkeypatch):
+    """mmengine's mpi launcher would fail with a bare KeyError."""
+    from types import SimpleNamespace
+
+    from mmdet_freebies.utils.cli import load_config
+    for key in ('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE',
+                'OMPI_COMM_WORLD_LOCAL_RANK', 'MASTER_ADDR'):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv('OMPI_COMM_WORLD_SIZE', '2')
+    args = SimpleNamespace(
+        config=f'{CONFIGS}/retinanet_fl.py', toy=None, local_rank=0,
+        launcher='mpi', work_dir=None, cfg_options=None)
+    with pytest.raises(UserInputError, match='--launcher mpi needs the '
+                       "variables Open MPI's mpirun sets and MASTER_ADDR "
+                       r'\(OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_LOCAL_RANK, '
+                       r'MASTER_ADDR missing\)'):
+        load_config(args)
+
+
 def test_toy_data_without_toy_is_named():
     from types import SimpleNamespace
 

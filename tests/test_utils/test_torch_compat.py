@@ -52,6 +52,11 @@ def test_nothing_is_registered_before_torch_2_6(monkeypatch):
     monkeypatch.setattr(torch, '__version__', '2.5.1')
     assert register_torch_safe_globals() == []
     assert torch.serialization.get_safe_globals() == before
-    monkeypatch.setattr(torch, '__version__', '2.6.0')
-    assert (_history_buffer_getattr,
-            'builtins.getattr') in register_torch_safe_globals()
+    monkeypatch.setattr(torch, '__version__', '2.5.0rc1')
+    assert register_torch_safe_globals() == []
+    # pre-releases of 2.6 already load weights-only
+    for version in ('2.6.0', '2.6.0rc1', '2.6.0a0+ecf3bae40a',
+                    '2.6.0.dev20241112', '2.13.0+cpu', '10.0.0'):
+        monkeypatch.setattr(torch, '__version__', version)
+        assert (_history_buffer_getattr,
+                'builtins.getattr') in register_torch_safe_globals(), version

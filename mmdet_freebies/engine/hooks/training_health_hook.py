@@ -175,8 +175,10 @@ class TrainingHealthHook(Hook):
     in the checkpoints (``training_health``, not the state dict), so a
     ``--resume``d run judges as the uninterrupted one would; the patterns
     are reported again if they persist. The stop checkpoint leaves it out:
-    a run resumed from it, after a fix, is judged afresh. Rank 0 saves it,
-    and every rank resumes with rank 0's.
+    a run resumed from it, after a fix, is judged afresh. Only rank 0
+    saves (mmengine's ``save_checkpoint`` runs on the master alone), so
+    under DDP every rank resumes with rank 0's state: rank 0 judges as the
+    uninterrupted run would, the other ranks from rank 0's windows.
 
     Under DDP every rank judges its own losses, scores and (local)
     gradients; rank 0's are the ones logged. With ``action='stop'`` the
