@@ -9,8 +9,9 @@ from collections import deque
 from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from mmengine.dist import all_reduce, barrier, get_rank, get_world_size
-from mmengine.hooks import Hook
+from mmengine.dist import (all_gather_object, all_reduce, barrier, get_rank,
+                           get_world_size)
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.optim.scheduler.param_scheduler import INF
 from torch import nn
@@ -177,8 +178,11 @@ class TrainingHealthHook(Hook):
     are reported again if they persist. The stop checkpoint leaves it out:
     a run resumed from it, after a fix, is judged afresh. Only rank 0
     saves (mmengine's ``save_checkpoint`` runs on the master alone), so
-    under DDP every rank resumes with rank 0's state: rank 0 judges as the
-    uninterrupted run would, the other ranks from rank 0's windows.
+    under DDP the ranks gather their states just before a
+    ``CheckpointHook`` save (one ``all_gather_object`` per checkpoint) and
+    each rank resumes with its own (``training_health_per_rank``). Resumed
+    with another number of ranks, every rank takes rank 0's, with a
+    warning.
 
     Under DDP every rank judges its own losses, scores and (local)
     gradients; rank 0's are the ones logged. With ``action='stop'`` the
@@ -314,6 +318,8 @@ class TrainingHealthHook(Hook):
         self.score_interval = score_interval
         self.detections: List[dict] = []
         self._loaded: Optional[dict] = None  # the state --resume restores
+        # (runner.iter, every rank's state) gathered for a checkpoint
+        self._rank_states: Optional[Tuple[int, List[dict]]] = None
         self._saving_stop = False
 
     # ----------------------------------------------------------- set-up
@@ -371,15 +377,56 @@ class TrainingHealthHook(Hook):
         self._ratios = {k: deque(tuple(x) for x in v)
                         for k, v in state['ratios'].items()}
 
+    def _gather_for_checkpoint(self, runner, by_epoch: bool) -> None:
+        """Under DDP, when a ``CheckpointHook`` saves at this point (it
+        runs after this hook, with mmengine 0.10's rules), gather every
+        rank's state: only rank 0 writes the checkpoint."""
+        if get_world_size() == 1:
+            return
+        for h in runner.hooks:
+            if not isinstance(h, CheckpointHook) or h.by_epoch != by_epoch:
+                continue
+            if by_epoch:
+                due = h.every_n_epochs(runner, h.interval, h.save_begin) or (
+                    h.save_last and h.is_last_train_epoch(runner))
+            else:
+                due = h.every_n_train_iters(
+                    runner, h.interval, h.save_begin) or (
+                        h.save_last and h.is_last_train_iter(runner))
+            if due:
+                self._rank_states = (runner.iter,
+                                     all_gather_object(self._get_state()))
+                return
+
+    def after_train_epoch(self, runner) -> None:
+        self._gather_for_checkpoint(runner, by_epoch=True)
+
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if hasattr(self, '_losses') and not self._saving_stop:
             checkpoint['training_health'] = self._get_state()
+            # gathered for this very save (not for an earlier one)
+            if self._rank_states and self._rank_states[0] == runner.iter:
+                checkpoint['training_health_per_rank'] = \
+                    self._rank_states[1]
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Keep the state for ``before_train`` (mmengine loads first); only
-        ``--resume`` continues a run, ``load_from`` starts one."""
-        self._loaded = checkpoint.get(
-            'training_health') if runner._resume else None
+        """Keep this rank's state for ``before_train`` (mmengine loads
+        first); only ``--resume`` continues a run, ``load_from`` starts
+        one."""
+        self._loaded = None
+        if not runner._resume:
+            return
+        per_rank = checkpoint.get('training_health_per_rank')
+        world_size = get_world_size()
+        if per_rank is not None and len(per_rank) == world_size:
+            self._loaded = per_rank[get_rank()]
+            return
+        if per_rank is not None:
+            warnings.warn(
+                f'TrainingHealthHook: the checkpoint holds the judging '
+                f'states of {len(per_rank)} ranks and this run has '
+                f'{world_size}: every rank resumes with rank 0\'s')
+        self._loaded = checkpoint.get('training_health')
 
     def install(self, runner) -> None:
         """Put the grad and forward hooks on the model's final
@@ -544,6 +591,7 @@ class TrainingHealthHook(Hook):
             if math.isfinite(ratio):  # (a non-finite loss is its own case)
                 self._ratios.setdefault(head, deque()).append((it, ratio))
         self._check(runner, it, log_vars)
+        self._gather_for_checkpoint(runner, by_epoch=False)
 
     def _check_named_heads(self, log_vars: Dict[str, float]) -> None:
         """Fail on a ``head_ratio_ranges`` entry for a head the model does

@@ -691,6 +691,99 @@ def test_ranks_stop_together(tmp_path):
     assert 'non-finite loss=nan' in results[1]['message']
 
 
+_RANK_STATES = """
+import json, sys
+from types import SimpleNamespace
+import torch, torch.distributed as dist
+from mmengine.hooks import CheckpointHook
+from mmengine.logging import MessageHub, MMLogger
+from torch import nn
+from mmdet_freebies.engine.hooks.training_health_hook import (
+    TrainingHealthHook)
+
+dist.init_process_group('gloo')
+rank = dist.get_rank()
+
+
+def make_runner(name, resume=False):
+    model = nn.Module()
+    model.bbox_head = nn.Module()
+    return SimpleNamespace(
+        model=model, iter=0, epoch=0, max_iters=6, work_dir='.',
+        param_schedulers=[], _resume=resume,
+        message_hub=MessageHub.get_instance(name),
+        logger=MMLogger.get_instance(name),
+        hooks=[CheckpointHook(interval=3, by_epoch=False)])
+
+
+first = make_runner('first')
+hook = TrainingHealthHook(warmup_iters=0, window=2, smooth=2,
+                          score_interval=1)
+hook.before_train(first)
+ckpt = {}
+for _ in range(3):
+    hook.before_train_iter(first, first.iter)
+    # each rank its own losses
+    loss = torch.tensor(1.0 + rank + 0.1 * first.iter)
+    hook.after_train_iter(first, first.iter, outputs=dict(loss=loss))
+    # then CheckpointHook.after_train_iter saves at iteration 3, on the
+    # master only, before the loop counts the iteration
+    if first.iter == 2 and rank == 0:
+        hook.before_save_checkpoint(first, ckpt)
+        torch.save(ckpt, sys.argv[1] + 'ckpt.pth')
+    first.iter += 1
+at_save = hook._get_state()
+dist.barrier()
+ckpt = torch.load(sys.argv[1] + 'ckpt.pth')  # weights-only
+resumed_runner = make_runner('resumed', resume=True)
+resumed_runner.iter = 3
+resumed = TrainingHealthHook(warmup_iters=0, window=2, smooth=2,
+                          score_interval=1)
+resumed.after_load_checkpoint(resumed_runner, ckpt)
+resumed.before_train(resumed_runner)
+json.dump(dict(at_save=at_save, resumed=resumed._get_state(),
+               keys=sorted(ckpt)), open(sys.argv[1] + str(rank), 'w'))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_each_rank_resumes_with_its_own_state(tmp_path):
+    """2 gloo processes with different losses: the ranks gather their
+    states just before the CheckpointHook save (rank 0 alone writes the
+    checkpoint), and on --resume each rank takes its own, not rank 0's."""
+    results = json_per_rank(_RANK_STATES, tmp_path, cwd=tmp_path)
+    assert results[0]['at_save'] != results[1]['at_save']
+    for r in results:
+        assert r['resumed'] == r['at_save']
+    assert 'training_health_per_rank' in results[0]['keys']
+
+
+def test_a_checkpoint_of_other_ranks_resumes_with_rank_0s(tmp_path):
+    """Resumed on one process, a 2-rank checkpoint gives rank 0's state,
+    with a warning; a checkpoint without per-rank states gives its one."""
+    runner = _runner(tmp_path, name='other_ranks')
+    runner._resume = True
+    ckpt = dict(training_health=dict(_STATE, best=1.0),
+                training_health_per_rank=[dict(_STATE, best=1.0),
+                                          dict(_STATE, best=2.0)])
+    hook = _hook()
+    with pytest.warns(UserWarning, match='states of 2 ranks and this run '
+                      "has 1: every rank resumes with rank 0's"):
+        hook.after_load_checkpoint(runner, ckpt)
+    assert hook._loaded['best'] == 1.0
+    del ckpt['training_health_per_rank']
+    hook.after_load_checkpoint(runner, ckpt)
+    assert hook._loaded['best'] == 1.0
+    runner._resume = False  # load_from: a new run
+    hook.after_load_checkpoint(runner, ckpt)
+    assert hook._loaded is None
+
+
+_STATE = dict(losses=[], best=math.inf, start=None, stagnation_open=True,
+              fg_max={}, ratios={})
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="'warn' or 'stop'"):
         TrainingHealthHook(action='exit')
