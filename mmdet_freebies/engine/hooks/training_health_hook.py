@@ -179,7 +179,8 @@ class TrainingHealthHook(Hook):
     a run resumed from it, after a fix, is judged afresh. Only rank 0
     saves (mmengine's ``save_checkpoint`` runs on the master alone), so
     under DDP the ranks gather their states just before a
-    ``CheckpointHook`` save (one ``all_gather_object`` per checkpoint) and
+    ``CheckpointHook`` save (one ``all_gather_object`` per checkpoint, and
+    per validation with ``save_best``, which may re-save the latest) and
     each rank resumes with its own (``training_health_per_rank``). Resumed
     with another number of ranks, every rank takes rank 0's, with a
     warning.
@@ -377,16 +378,22 @@ class TrainingHealthHook(Hook):
         self._ratios = {k: deque(tuple(x) for x in v)
                         for k, v in state['ratios'].items()}
 
-    def _gather_for_checkpoint(self, runner, by_epoch: bool) -> None:
-        """Under DDP, when a ``CheckpointHook`` saves at this point (it
+    def _gather_for_checkpoint(self, runner, stage: str) -> None:
+        """Under DDP, when a ``CheckpointHook`` may save at this point (it
         runs after this hook, with mmengine 0.10's rules), gather every
-        rank's state: only rank 0 writes the checkpoint."""
-        if get_world_size() == 1:
+        rank's state: only rank 0 writes the checkpoint. ``stage``: 'iter',
+        'epoch' (its interval or last save) or 'val' (``save_best``, which
+        also re-saves the latest checkpoint when the metric improves)."""
+        if get_world_size() == 1 or not hasattr(self, '_losses'):
             return
         for h in runner.hooks:
-            if not isinstance(h, CheckpointHook) or h.by_epoch != by_epoch:
+            if not isinstance(h, CheckpointHook):
                 continue
-            if by_epoch:
+            if stage == 'val':
+                due = bool(h.save_best)
+            elif h.by_epoch != (stage == 'epoch'):
+                due = False
+            elif stage == 'epoch':
                 due = h.every_n_epochs(runner, h.interval, h.save_begin) or (
                     h.save_last and h.is_last_train_epoch(runner))
             else:
@@ -399,7 +406,10 @@ class TrainingHealthHook(Hook):
                 return
 
     def after_train_epoch(self, runner) -> None:
-        self._gather_for_checkpoint(runner, by_epoch=True)
+        self._gather_for_checkpoint(runner, 'epoch')
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._gather_for_checkpoint(runner, 'val')
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if hasattr(self, '_losses') and not self._saving_stop:
@@ -421,12 +431,17 @@ class TrainingHealthHook(Hook):
         if per_rank is not None and len(per_rank) == world_size:
             self._loaded = per_rank[get_rank()]
             return
+        self._loaded = checkpoint.get('training_health')
         if per_rank is not None:
             warnings.warn(
                 f'TrainingHealthHook: the checkpoint holds the judging '
                 f'states of {len(per_rank)} ranks and this run has '
                 f'{world_size}: every rank resumes with rank 0\'s')
-        self._loaded = checkpoint.get('training_health')
+        elif world_size > 1 and self._loaded is not None:
+            warnings.warn(
+                'TrainingHealthHook: the checkpoint holds one judging state '
+                '(saved by one process, or by a save this hook did not '
+                f'see): all {world_size} ranks resume with it')
 
     def install(self, runner) -> None:
         """Put the grad and forward hooks on the model's final
@@ -591,7 +606,7 @@ class TrainingHealthHook(Hook):
             if math.isfinite(ratio):  # (a non-finite loss is its own case)
                 self._ratios.setdefault(head, deque()).append((it, ratio))
         self._check(runner, it, log_vars)
-        self._gather_for_checkpoint(runner, by_epoch=False)
+        self._gather_for_checkpoint(runner, 'iter')
 
     def _check_named_heads(self, log_vars: Dict[str, float]) -> None:
         """Fail on a ``head_ratio_ranges`` entry for a head the model does

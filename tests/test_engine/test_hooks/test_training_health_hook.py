@@ -5,6 +5,7 @@ from unittest.mock import MagicMock
 
 import pytest
 import torch
+from mmengine.evaluator import BaseMetric
 from mmengine.logging import MessageHub, MMLogger
 from mmengine.model import BaseModel
 from mmengine.optim import OptimWrapper, OptimWrapperDict
@@ -618,6 +619,7 @@ _RANK_STOPS = """
 import json, logging, math, os, sys, time
 from types import SimpleNamespace
 import torch, torch.distributed as dist
+from mmengine.evaluator import BaseMetric
 from mmengine.logging import MessageHub, MMLogger
 from torch import nn
 from mmdet_freebies.engine.hooks.training_health_hook import (
@@ -696,6 +698,7 @@ import json, sys
 from types import SimpleNamespace
 import torch, torch.distributed as dist
 from mmengine.hooks import CheckpointHook
+from mmengine.evaluator import BaseMetric
 from mmengine.logging import MessageHub, MMLogger
 from torch import nn
 from mmdet_freebies.engine.hooks.training_health_hook import (
@@ -778,6 +781,89 @@ def test_a_checkpoint_of_other_ranks_resumes_with_rank_0s(tmp_path):
     runner._resume = False  # load_from: a new run
     hook.after_load_checkpoint(runner, ckpt)
     assert hook._loaded is None
+
+
+class _TinyModel(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 1)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        x = torch.stack(inputs)
+        if mode == 'loss':
+            return dict(loss_cls=self.fc(x).pow(2).mean() + 1,
+                        loss_bbox=self.fc(x).abs().mean() + 1)
+        return [dict(value=float(self.fc(x).sum()))]
+
+
+class _Improving(BaseMetric):
+    """A metric that improves at every validation: save_best re-saves."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def process(self, data_batch, data_samples):
+        self.results.append(1)
+
+    def compute_metrics(self, results):
+        self.calls += 1
+        return dict(acc=float(self.calls))
+
+
+@pytest.mark.parametrize('by_epoch', [False, True])
+def test_every_checkpoint_of_a_ddp_run_holds_each_ranks_state(
+        tmp_path, monkeypatch, by_epoch):
+    """A real Runner whose CheckpointHook saves by interval, at the end and,
+    with save_best, again after an improving validation (which rewrites the
+    latest checkpoint, also in an epoch not due): every regular checkpoint
+    holds every rank's state. The world size is faked to 2 in the hook."""
+    from mmdet_freebies.engine.hooks import training_health_hook as module
+    monkeypatch.setattr(module, 'get_world_size', lambda: 2)
+    monkeypatch.setattr(module, 'all_gather_object',
+                        lambda state: [state, dict(state, best=-1.0)])
+    data = [dict(inputs=torch.randn(2)) for _ in range(8)]
+    loader = dict(dataset=data, batch_size=2, collate_fn=dict(
+        type='pseudo_collate'), sampler=dict(type='DefaultSampler',
+                                             shuffle=False))
+    loop = dict(type='EpochBasedTrainLoop', max_epochs=5, val_interval=1) \
+        if by_epoch else dict(type='IterBasedTrainLoop', max_iters=4,
+                              val_interval=2)
+    runner = Runner(
+        model=_TinyModel(), work_dir=str(tmp_path), train_dataloader=loader,
+        val_dataloader=loader, val_evaluator=[_Improving()], val_cfg=dict(),
+        train_cfg=loop, optim_wrapper=dict(optimizer=dict(type='SGD',
+                                                          lr=0.01)),
+        default_hooks=dict(checkpoint=dict(
+            type='CheckpointHook', by_epoch=by_epoch, interval=2,
+            save_best='acc', rule='greater')),
+        custom_hooks=[dict(type='TrainingHealthHook', warmup_iters=0)],
+        default_scope='mmdet')
+    runner.train()
+    names = sorted(p.name for p in tmp_path.glob('*.pth')
+                   if not p.name.startswith('best'))
+    # epoch 3 (not due at interval 2) is saved by save_best alone; iter_2
+    # is rewritten by it after validation, the iteration already counted
+    assert names == (['epoch_2.pth', 'epoch_3.pth', 'epoch_4.pth',
+                      'epoch_5.pth'] if by_epoch else
+                     ['iter_2.pth', 'iter_4.pth'])
+    for name in names:
+        ckpt = torch.load(tmp_path / name)
+        assert [s['best'] for s in ckpt['training_health_per_rank']][1] == \
+            -1.0, name
+
+
+def test_a_one_state_checkpoint_on_two_ranks_warns(tmp_path, monkeypatch):
+    from mmdet_freebies.engine.hooks import training_health_hook as module
+    monkeypatch.setattr(module, 'get_world_size', lambda: 2)
+    runner = _runner(tmp_path, name='one_state')
+    runner._resume = True
+    hook = _hook()
+    with pytest.warns(UserWarning, match='holds one judging state .* all 2 '
+                      'ranks resume with it'):
+        hook.after_load_checkpoint(runner, dict(training_health=_STATE))
+    assert hook._loaded == _STATE
 
 
 _STATE = dict(losses=[], best=math.inf, start=None, stagnation_open=True,
