@@ -66,6 +66,33 @@ def check_toy_data(toy: Optional[str], toy_data: Optional[str],
                              '--toy')
 
 
+# Per launcher: the variables mmengine's launcher reads (Open MPI's and the
+# master's address for mpi), and the error naming the missing ones.
+LAUNCHER_ENV = {
+    'pytorch': (('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
+                '--launcher pytorch needs the variables torchrun sets '
+                '({missing} missing): start it with tools/dist_train.sh or '
+                'torchrun'),
+    'slurm': (('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
+              '--launcher slurm needs {missing} in the environment: start '
+              'it with srun (tools/slurm_train.sh)'),
+    'mpi': (('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE',
+             'OMPI_COMM_WORLD_LOCAL_RANK', 'MASTER_ADDR'),
+            "--launcher mpi needs the variables Open MPI's mpirun sets and "
+            'MASTER_ADDR ({missing} missing): start it with mpirun -x '
+            'MASTER_ADDR=<first host> ...'),
+}
+
+
+def check_launcher_env(launcher: str) -> None:
+    """Refuse a launcher started without its variables, which mmengine
+    would meet with a bare KeyError (see ``LAUNCHER_ENV``)."""
+    keys, message = LAUNCHER_ENV[launcher]
+    missing = [k for k in keys if k not in os.environ]
+    if missing:
+        raise UserInputError(message.format(missing=', '.join(missing)))
+
+
 def load_config(args: argparse.Namespace) -> Config:
     """Load ``args.config`` and apply ``--cfg-options``, ``--toy`` and
     ``--work-dir`` (CLI > config > ``work_dirs/<config name>``)."""
@@ -91,24 +118,10 @@ def load_config(args: argparse.Namespace) -> Config:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
-    if args.launcher == 'pytorch':
-        missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR',
-                               'MASTER_PORT') if k not in os.environ]
-        if missing:
-            raise UserInputError(
-                '--launcher pytorch needs the variables torchrun sets ('
-                f'{", ".join(missing)} missing): start it with '
-                'tools/dist_train.sh or torchrun')
-    if args.launcher == 'mpi':
-        missing = [k for k in _MPI_VARIABLES if k not in os.environ]
-        if missing:
-            raise UserInputError(
-                '--launcher mpi needs the variables Open MPI\'s mpirun sets '
-                f'and MASTER_ADDR ({", ".join(missing)} missing): start it '
-                'with mpirun -x MASTER_ADDR=<first host> ...')
-    if args.launcher in ('pytorch', 'slurm', 'mpi') and \
-            not torch.cuda.is_available():
-        setup_cpu_distributed(cfg, args.launcher)
+    if args.launcher in LAUNCHER_ENV:
+        check_launcher_env(args.launcher)
+        if not torch.cuda.is_available():
+            setup_cpu_distributed(cfg, args.launcher)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
@@ -160,11 +173,6 @@ def setup_cpu_distributed(cfg: Config, launcher: str = 'pytorch') -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
-# Open MPI's (mmengine's mpi launcher reads them) and the master's address
-_MPI_VARIABLES = ('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE',
-                  'OMPI_COMM_WORLD_LOCAL_RANK', 'MASTER_ADDR')
-
-
 def _env_from_mpi() -> None:
     """Set torch.distributed's ``env://`` variables from Open MPI's, as
     mmengine's mpi launcher does (MASTER_PORT 29500 unless set)."""
@@ -177,13 +185,8 @@ def _env_from_mpi() -> None:
 def _env_from_slurm() -> None:
     """Set torch.distributed's ``env://`` variables from slurm's, as
     mmengine's slurm launcher does: MASTER_ADDR is the first node of
-    SLURM_NODELIST and MASTER_PORT 29500, unless they are set."""
-    missing = [key for key in ('SLURM_PROCID', 'SLURM_NTASKS',
-                               'SLURM_NODELIST') if key not in os.environ]
-    if missing:
-        raise UserInputError(
-            f'--launcher slurm needs {", ".join(missing)} in the '
-            'environment: start it with srun (tools/slurm_train.sh)')
+    SLURM_NODELIST and MASTER_PORT 29500, unless they are set
+    (:func:`check_launcher_env` has checked slurm's)."""
     os.environ['RANK'] = os.environ['SLURM_PROCID']
     os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
     os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')

@@ -88,7 +88,7 @@ def test_slurm_env_keeps_a_given_master(slurm_env):
 def test_slurm_env_errors_name_the_problem(slurm_env):
     slurm_env.delenv('SLURM_NTASKS')
     with pytest.raises(UserInputError, match='needs SLURM_NTASKS'):
-        cli._env_from_slurm()
+        cli.check_launcher_env('slurm')
     slurm_env.setenv('SLURM_NTASKS', '8')
 
     def no_scontrol(cmd, **kwargs):
