@@ -1,6 +1,6 @@
 """Detection error counts of the face-detection training-failure study."""
 from collections import OrderedDict
-from typing import Dict, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 from mmengine.evaluator import BaseMetric
@@ -98,24 +98,26 @@ def match_image(pred_bboxes: np.ndarray,
     ignore_bboxes = np.asarray(ignore_bboxes, np.float64).reshape(-1, 4)
     pred_size = size_bucket(pred_bboxes)
     gt_size = size_bucket(gt_bboxes)
+    match = _match_voc if matching == 'voc' else _match_coco
     gt_matched = np.zeros(len(gt_bboxes), bool)
-    if matching == 'voc':
-        _match_voc(pred_bboxes, pred_scores, pred_labels, gt_bboxes,
-                   gt_labels, ignore_bboxes, ignore_labels, iou_thr,
-                   pred_size, gt_size, gt_matched, out)
-    else:
-        _match_coco(pred_bboxes, pred_scores, pred_labels, gt_bboxes,
-                    gt_labels, ignore_bboxes, ignore_labels, iou_thr,
-                    pred_size, gt_size, gt_matched, out)
+    for i, j, iou in match(pred_bboxes, pred_scores, pred_labels, gt_bboxes,
+                           gt_labels, ignore_bboxes, ignore_labels, iou_thr):
+        if j < 0:
+            out['fp'][pred_size[i]] += 1
+        else:
+            gt_matched[j] = True
+            out['tp'][gt_size[j]] += 1
+            out['iou_sum'][gt_size[j]] += iou
     np.add.at(out['fn'], gt_size[~gt_matched], 1)
     return out
 
 
 def _match_coco(pred_bboxes, pred_scores, pred_labels, gt_bboxes, gt_labels,
-                ignore_bboxes, ignore_labels, iou_thr, pred_size, gt_size,
-                gt_matched, out) -> None:
-    """The ``'coco'`` branch of :func:`match_image`: fills ``gt_matched``
-    and ``out`` in place."""
+                ignore_bboxes, ignore_labels,
+                iou_thr) -> Iterator[Tuple[int, int, float]]:
+    """The ``'coco'`` rule of :func:`match_image`: by descending score,
+    ``(detection, gt, IoU)`` for a true positive, ``(detection, -1, 0)`` for
+    a false positive; an ignored detection yields nothing."""
     # One IoU matrix for all pairs; the class mask keeps matching per class.
     ious = _same_class_only(_coco_iou(pred_bboxes, gt_bboxes), pred_labels,
                             gt_labels)
@@ -126,22 +128,22 @@ def _match_coco(pred_bboxes, pred_scores, pred_labels, gt_bboxes, gt_labels,
             crowd_iou = _same_class_only(crowd_iou, pred_labels,
                                          ignore_labels)
         ignored = crowd_iou.max(1) >= iou_thr
+    taken = np.zeros(len(gt_bboxes), bool)
     for i in np.argsort(-np.asarray(pred_scores), kind='stable'):
-        cand = np.where(gt_matched, -1.0, ious[i]) if len(gt_bboxes) else []
+        cand = np.where(taken, -1.0, ious[i]) if len(gt_bboxes) else []
         j = len(cand) - 1 - int(np.argmax(cand[::-1])) if len(cand) else -1
         if j >= 0 and cand[j] >= iou_thr:
-            gt_matched[j] = True
-            out['tp'][gt_size[j]] += 1
-            out['iou_sum'][gt_size[j]] += cand[j]
+            taken[j] = True
+            yield i, j, cand[j]
         elif not ignored[i]:
-            out['fp'][pred_size[i]] += 1
+            yield i, -1, 0.0
 
 
 def _match_voc(pred_bboxes, pred_scores, pred_labels, gt_bboxes, gt_labels,
-               ignore_bboxes, ignore_labels, iou_thr, pred_size, gt_size,
-               gt_matched, out) -> None:
-    """The ``'voc'`` branch of :func:`match_image`: fills ``gt_matched``
-    and ``out`` in place."""
+               ignore_bboxes, ignore_labels,
+               iou_thr) -> Iterator[Tuple[int, int, float]]:
+    """The ``'voc'`` rule of :func:`match_image`, yielding as
+    :func:`_match_coco`."""
     num_gts = len(gt_bboxes)
     ious = bbox_overlaps(pred_bboxes, np.concatenate([gt_bboxes,
                                                       ignore_bboxes]),
@@ -151,18 +153,14 @@ def _match_voc(pred_bboxes, pred_scores, pred_labels, gt_bboxes, gt_labels,
     if ignore_labels is not None:  # None: a difficult box of any class
         ious[:, num_gts:] = _same_class_only(ious[:, num_gts:], pred_labels,
                                              ignore_labels)
+    taken = np.zeros(num_gts, bool)
     for i in np.argsort(-np.asarray(pred_scores), kind='stable'):
         j = int(np.argmax(ious[i])) if ious.shape[1] else -1
-        if j < 0 or ious[i, j] < iou_thr:
-            out['fp'][pred_size[i]] += 1
-        elif j >= num_gts:  # a difficult box: neither TP nor FP
-            continue
-        elif gt_matched[j]:
-            out['fp'][pred_size[i]] += 1
-        else:
-            gt_matched[j] = True
-            out['tp'][gt_size[j]] += 1
-            out['iou_sum'][gt_size[j]] += ious[i, j]
+        if j < 0 or ious[i, j] < iou_thr or (j < num_gts and taken[j]):
+            yield i, -1, 0.0
+        elif j < num_gts:  # (j >= num_gts: a difficult box, ignored)
+            taken[j] = True
+            yield i, j, ious[i, j]
 
 
 @METRICS.register_module()
