@@ -198,8 +198,9 @@ def bench_faster_rcnn(data_root: str, iters: int = 10) -> list:
     m_b = peaks['faster_rcnn_biased.py']['peak']
     m_s = peaks['faster_rcnn_sf.py']['peak']
     where = ('CUDA max_memory_allocated over the memory allocated before '
-             '3 train steps (after a warm-up step)' if peaks['faster_rcnn_sf.py']['cuda']
-             else 'CPU peak RSS (VmHWM) over the RSS before 3 train steps '
+             '3 train steps (after a warm-up step)'
+             if peaks['faster_rcnn_sf.py']['cuda'] else
+             'CPU peak RSS (VmHWM) over the RSS before 3 train steps '
              '(after a warm-up step), one subprocess per config, GLS '
              'attached to sf')
     return [
