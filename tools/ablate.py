@@ -57,12 +57,13 @@ def main(argv=None):
     def write(rows):
         """The table, results and plot of the rows so far: written after
         every row, so an interrupted ablation keeps its finished rows."""
-        plot_losses(rows, plot)
-        with open(osp.join(args.work_dir, 'table.md'), 'w') as f:
-            f.write(markdown_table(rows) + '\n')
+        # the results first: a failing table or plot must not lose them
         with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
             json.dump({k: {m: v for m, v in r.items() if m != 'loss_history'}
                        for k, r in rows.items()}, f, indent=1)
+        with open(osp.join(args.work_dir, 'table.md'), 'w') as f:
+            f.write(markdown_table(rows) + '\n')
+        plot_losses(rows, plot)
 
     rows = {}
     for path in args.configs:

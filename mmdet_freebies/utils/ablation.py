@@ -126,10 +126,17 @@ def train_and_eval(config: str,
                 loss_history=history, command=' '.join(cmd))
 
 
-def _smooth(values: List[float], window: int = SMOOTH) -> List[float]:
-    """Trailing mean over up to ``window`` values."""
-    return [sum(values[max(0, i + 1 - window):i + 1]) / min(i + 1, window)
-            for i in range(len(values))]
+def _smooth(values: List[float], window: int = SMOOTH,
+            skip_nan: bool = False) -> List[float]:
+    """Trailing mean over up to ``window`` values; with ``skip_nan``, over
+    the values among them that are not NaN (NaN if none is)."""
+    means = []
+    for i in range(len(values)):
+        last = values[max(0, i + 1 - window):i + 1]
+        if skip_nan:
+            last = [v for v in last if not math.isnan(v)]
+        means.append(sum(last) / len(last) if last else math.nan)
+    return means
 
 
 def exit_status(results: Sequence[Dict]) -> int:
@@ -175,9 +182,13 @@ def loss_curves(history: List[Dict]) -> Dict[str, List[float]]:
     if len(ratios) == 1:
         # GuidedLossScaling logs the scaled L_cls (equal to L_reg); dividing
         # by the same iteration's ratio recovers the CE loss it was built
-        # from, before the smoothing
+        # from, before the smoothing. It logs ratio 0 where it had none (no
+        # positives, or L_reg = 0, as in a box loss ramped up from weight 0):
+        # there the CE loss is unknown and left out of the mean
         curves['cls_before_gls'] = _smooth(
-            [s['cls'] / rec[ratios[0]] for s, rec in zip(split, history)])
+            [s['cls'] / rec[ratios[0]] if rec.get(ratios[0], 0) > 0
+             else math.nan for s, rec in zip(split, history)],
+            skip_nan=True)
     return curves
 
 

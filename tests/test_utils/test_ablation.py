@@ -1,4 +1,5 @@
 import json
+import math
 import os.path as osp
 import subprocess
 
@@ -58,6 +59,21 @@ def test_loss_curves_undo_gls_per_iteration_then_smooth():
             for i in range(1, 8)]
     assert loss_curves(long)['cls'] == [1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0]
     assert 'cls_before_gls' not in loss_curves(long)
+
+
+def test_loss_curves_leave_out_iterations_without_a_gls_ratio():
+    """GuidedLossScaling logs ratio 0 (and L_cls 0) for a batch without
+    positives: the CE loss before GLS is unknown there, not 0 / 0, and the
+    trailing mean is over the known points."""
+    history = [dict(iter=1, loss_cls=1.0, loss_bbox=1.0, gls_ratio_cls=0.5),
+               dict(iter=2, loss_cls=0.0, loss_bbox=0.0, gls_ratio_cls=0.0),
+               dict(iter=3, loss_cls=3.0, loss_bbox=3.0, gls_ratio_cls=1.0)]
+    curves = loss_curves(history)
+    assert curves['cls_before_gls'] == [2.0, 2.0, 2.5]
+    assert curves['cls'] == [1.0, 0.5, 4.0 / 3]
+    # none known yet: NaN, which the plot leaves blank
+    first = loss_curves(history[1:2])['cls_before_gls']
+    assert len(first) == 1 and math.isnan(first[0])
 
 
 def test_plot_losses_writes_png(tmp_path):
