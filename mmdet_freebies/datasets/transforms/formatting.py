@@ -27,7 +27,7 @@ class PackDetInputsWithWeights(PackDetInputs):
     - gt_bboxes_labels (optional)
     - gt_ignore_flags (optional)
     - gt_weights (np.float32) (optional): one weight per box in
-      ``gt_bboxes``.
+      ``gt_bboxes``, finite and >= 0.
 
     Added Keys:
 
@@ -44,7 +44,8 @@ class PackDetInputsWithWeights(PackDetInputs):
     mapping_table = {**PackDetInputs.mapping_table, 'gt_weights': 'weights'}
 
     def transform(self, results: dict) -> dict:
-        """Check that the weights are aligned with the boxes, then pack."""
+        """Check that the weights are aligned with the boxes and valid,
+        then pack."""
         if 'gt_weights' in results:
             num_weights = len(results['gt_weights'])
             num_boxes = len(results.get('gt_bboxes', ()))
@@ -55,6 +56,9 @@ class PackDetInputsWithWeights(PackDetInputs):
                     'packing dropped objects without dropping their weights; '
                     "wrap it in AlignInstanceKeys, with 'gt_weights' in its "
                     'keys (the default)')
-            results['gt_weights'] = np.asarray(results['gt_weights'],
-                                               np.float32)
+            weights = np.asarray(results['gt_weights'], np.float32)
+            if not (np.isfinite(weights) & (weights >= 0)).all():
+                raise ValueError(f'gt_weights must be finite and >= 0, got '
+                                 f'{weights.tolist()}')
+            results['gt_weights'] = weights
         return super().transform(results)

@@ -159,6 +159,9 @@ def fused_balanced_l1_loss(pred: Tensor,
     ``weighted_loss``: ``weight`` multiplies the element-wise loss, ``mean``
     divides the sum by ``avg_factor + eps`` when ``avg_factor`` is given and
     by the number of elements otherwise, ``none`` ignores ``avg_factor``.
+    Empty inputs differ on purpose: 'none' returns an empty loss of the
+    input's shape (mmdet a 0-d zero) and a weighted 'mean' without
+    ``avg_factor`` zero (mmdet NaN, from 0 / 0).
 
     Args:
         pred (Tensor): Predictions, shape (N, ...), e.g. (N, 4) box deltas.
@@ -238,8 +241,9 @@ class FusedBalancedL1Loss(nn.Module):
     """Balanced L1 loss, Libra R-CNN (CVPR 2019) Eq. (8), fused.
 
     A drop-in replacement for mmdet's ``BalancedL1Loss``: same arguments,
-    values and gradients (to float32 rounding), faster and with one saved
-    tensor instead of autograd's chain of intermediates. A config selects it
+    values and gradients (to float32 rounding; on empty inputs see
+    :func:`fused_balanced_l1_loss`), faster and with one saved tensor
+    instead of autograd's chain of intermediates. A config selects it
     with ``loss_bbox=dict(_delete_=True, type='FusedBalancedL1Loss',
     alpha=0.5, gamma=1.5, beta=1.0, loss_weight=1.0)``.
 

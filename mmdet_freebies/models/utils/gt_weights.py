@@ -32,6 +32,8 @@ def get_gt_weights(gt_instances: InstanceData) -> Optional[Tensor]:
     Raises:
         TypeError: If ``weights`` is not a 1-D floating-point tensor with one
             weight per gt box (``InstanceData`` already checks the length).
+        ValueError: If a weight is negative or not finite: it would turn a
+            loss term negative or make the whole loss NaN.
     """
     weights = gt_instances.get('weights')
     if weights is None:
@@ -43,6 +45,11 @@ def get_gt_weights(gt_instances: InstanceData) -> Optional[Tensor]:
             f'per gt box, got {type(weights).__name__} with shape '
             f'{tuple(getattr(weights, "shape", ()))} and dtype '
             f'{getattr(weights, "dtype", None)}')
+    # one host read per image (a sync on a GPU), against a silently wrong
+    # loss; NaN fails the comparison
+    if not bool(((weights >= 0) & (weights < float('inf'))).all()):
+        raise ValueError('gt_instances.weights must be finite and >= 0, got '
+                         f'{weights.tolist()}')
     return weights
 
 

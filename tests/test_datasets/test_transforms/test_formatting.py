@@ -56,6 +56,15 @@ def test_misaligned_weights_raise():
         PackDetInputsWithWeights().transform(res)
 
 
+@pytest.mark.parametrize('bad', [np.nan, -np.inf, -2.0])
+def test_invalid_weights_raise(bad):
+    res = results()
+    res['gt_weights'] = np.array([0.25, bad, 0.75])  # also an ignored one
+    with pytest.raises(ValueError, match=r'gt_weights must be finite and '
+                       r'>= 0, got \[0\.25, ' + str(float(bad))):
+        PackDetInputsWithWeights().transform(res)
+
+
 def test_after_mixup():
     a = results(False)
     b = results(False)

@@ -27,3 +27,13 @@ def test_weights_are_returned_as_is():
 def test_bad_weights_name_the_field(weights):
     with pytest.raises(TypeError, match=r'gt_instances\.weights'):
         get_gt_weights(_gts(weights=weights))
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf'), -1.0])
+def test_weights_must_be_finite_and_non_negative(bad):
+    """A negative weight turns the positives' loss negative, a NaN makes
+    the whole loss NaN; 0 (the object's loss off) is allowed."""
+    assert get_gt_weights(_gts(weights=torch.tensor([0.0, 2.0]))) is not None
+    with pytest.raises(ValueError, match=r'gt_instances\.weights must be '
+                       r'finite and >= 0, got \[0\.5, ' + str(bad)):
+        get_gt_weights(_gts(weights=torch.tensor([0.5, bad])))
