@@ -192,33 +192,43 @@ def loss_curves(history: List[Dict]) -> Dict[str, List[float]]:
     return curves
 
 
-def plot_losses(rows: Dict[str, Dict], out: str) -> None:
+def plot_losses(rows: Dict[str, Dict], out: str, columns: int = 3) -> None:
     """Classification against regression loss over iterations, one panel
-    per row (the Sampling-Free paper's Fig. 3), each curve the trailing
-    mean of ``SMOOTH`` logged iterations."""
+    per row (the Sampling-Free paper's Fig. 3), ``columns`` panels to a
+    line of the figure, each curve the trailing mean of ``SMOOTH`` logged
+    iterations."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.4),
+    ncols = min(columns, len(rows))
+    nrows = -(-len(rows) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols,
+                                                    3.4 * nrows),
                              squeeze=False, sharey=True)
-    for ax, (name, r) in zip(axes[0], rows.items()):
+    for ax, (name, r) in zip(axes.flat, rows.items()):
         curves = loss_curves(r['loss_history'])
         its = curves['iter']
-        ax.plot(its, curves['cls'], label='classification')
-        ax.plot(its, curves['reg'], label='regression')
+        ax.plot(its, curves['reg'], color='C1', label='regression')
         if 'cls_before_gls' in curves:
+            # GLS makes L_cls equal L_reg: dotted, so that both show
+            ax.plot(its, curves['cls'], ':', color='C0',
+                    label='classification after GLS (= regression)')
             ax.plot(its, curves['cls_before_gls'], '--', color='C0',
                     label='classification before GLS')
+        else:
+            ax.plot(its, curves['cls'], color='C0', label='classification')
         ax.set_yscale('log')
         status = ' (failed)' if r.get('failed') else \
             ' (diverged)' if r['diverged'] else ''
-        ax.set_title(name + status, fontsize=9)
+        ax.set_title(name + status, fontsize=10)
         ax.set_xlabel('iteration')
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f'training loss (mean of {SMOOTH} logged its.)')
-    for ax in axes[0]:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
+    for ax in axes.flat[len(rows):]:  # an unfilled last line
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f'training loss (mean of {SMOOTH} logged its.)')
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -83,6 +83,33 @@ def test_plot_losses_writes_png(tmp_path):
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
+def test_plot_losses_three_panels_a_line_and_gls_curves_labelled(
+        tmp_path, monkeypatch):
+    """Four rows make two lines of at most three panels (4.2 x 3.4 in at
+    110 dpi each), the fourth line's spare panels hidden; a GLS row labels
+    its scaled L_cls as equal to L_reg, which it hides otherwise."""
+    import matplotlib.image
+    from matplotlib.figure import Figure
+    figures = []
+    savefig = Figure.savefig
+    monkeypatch.setattr(Figure, 'savefig', lambda fig, *a, **k: (
+        figures.append(fig), savefig(fig, *a, **k)))
+    out = str(tmp_path / 'losses.png')
+    plot_losses({'a': _row(), 'b': _row(gls=True), 'c': _row(),
+                 'd': _row()}, out)
+    assert matplotlib.image.imread(out).shape[:2] == (748, 1386)
+    axes = figures[0].axes
+    assert [ax.get_visible() for ax in axes] == [True] * 4 + [False] * 2
+
+    def labels(ax):
+        return [t.get_text() for t in ax.get_legend().get_texts()]
+
+    assert labels(axes[0]) == ['regression', 'classification']
+    assert labels(axes[1]) == ['regression',
+                               'classification after GLS (= regression)',
+                               'classification before GLS']
+
+
 def test_train_and_eval_paths_are_the_callers(tmp_path, monkeypatch):
     """The run starts in the repository, so a relative config, work dir or
     toy root given from another directory is made absolute first (the
