@@ -16,6 +16,7 @@ def parse_size(text):
             f'--img-size must look like 128x128, got {text!r}')
     return w, h
 
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', default='data/toy')
@@ -43,13 +44,14 @@ def main(argv=None):
     except ValueError as e:
         # the generator names its arguments: name the flags instead
         message = str(e)
-        for name in ('num_train', 'num_val', 'num_classes', 'img_size',
-                     'min_size', 'min_visible'):
+        for name in ('seed', 'num_train', 'num_val', 'num_classes',
+                     'img_size', 'min_size', 'min_visible'):
             message = message.replace(f'{name}=',
                                       f"--{name.replace('_', '-')} ")
         parser.error(message)
     for split, path in paths.items():
         print(f'{split}: {path}')
+
 
 if __name__ == '__main__':
     main()

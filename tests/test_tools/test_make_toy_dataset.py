@@ -38,6 +38,7 @@ def test_the_tests_fixture_set_is_made_by_the_flags(tmp_path, toy_data_root):
     (['--num-classes', '9'], '--num-classes 9'),
     (['--img-size', '0x0'], '--img-size (0, 0) must be at least 16 px'),
     (['--min-size', '0'], '--min-size 0.0 must be in (0, 102.4]'),
+    (['--seed', '-1'], '--seed -1 must be an int >= 0'),
 ])
 def test_bad_options(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit):
