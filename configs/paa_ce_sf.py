@@ -5,8 +5,10 @@ _base_ = './paa_fl.py'
 
 model = dict(
     bbox_head=dict(
-        # Plain CE; PAA also scores its GMM anchor reassignment with this
-        # loss, as the official sampling-free PAA does.
+        # the official sampling-free PAA guides the GMM reassignment score
+        # too: the CE of the candidates times sum(box) / sum(CE), plus box
+        type='SamplingFreePAAHead',
+        # Plain CE, also in the reassignment score.
         loss_cls=dict(
             _delete_=True,
             type='CrossEntropyLoss',

@@ -11,7 +11,7 @@ EXPECTED = {
     'MODELS': ['FusedBalancedL1Loss', 'LabelSmoothCrossEntropyLoss',
                'WeightedRetinaHead', 'WeightedRPNHead', 'WeightedYOLOV3Head',
                'WeightedStandardRoIHead', 'WeightedShared2FCBBoxHead',
-               'SamplingFreeShared2FCBBoxHead'],
+               'SamplingFreeShared2FCBBoxHead', 'SamplingFreePAAHead'],
     'TASK_UTILS': ['IoUBalancedSampler', 'KeepAllSampler'],
     'TRANSFORMS': ['VisuallyCoherentMixup', 'VisuallyCoherentMixupCached',
                    'PackDetInputsWithWeights', 'AlignInstanceKeys'],

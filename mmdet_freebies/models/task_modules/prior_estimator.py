@@ -70,16 +70,17 @@ from mmdet.models.dense_heads import (ATSSHead, FCOSHead, PAAHead, RetinaHead,
 from mmdet.models.task_modules.prior_generators import anchor_inside_flags
 from mmdet.models.utils import unpack_gt_instances
 from mmdet.registry import DATASETS
-from ..dense_heads import (WeightedRetinaHead, WeightedRPNHead,
-                           WeightedYOLOV3Head)
+from ..dense_heads import (SamplingFreePAAHead, WeightedRetinaHead,
+                           WeightedRPNHead, WeightedYOLOV3Head)
 
 #: Head types :func:`estimate_prior` can count for, matched exactly: other
 #: subclasses may assign targets their own way (FSAF and FreeAnchor subclass
 #: RetinaHead, AutoAssign FCOSHead). The pack's weighted heads only weight
-#: objects in the loss; their targets are those of their base.
+#: objects in the loss; their targets are those of their base. The
+#: sampling-free PAA head only rescores PAA's candidates, the set counted.
 SUPPORTED_HEADS = (RetinaHead, RPNHead, ATSSHead, PAAHead, FCOSHead,
                    YOLOV3Head, WeightedRetinaHead, WeightedRPNHead,
-                   WeightedYOLOV3Head)
+                   WeightedYOLOV3Head, SamplingFreePAAHead)
 
 
 @dataclass

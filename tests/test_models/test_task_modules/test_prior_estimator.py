@@ -235,6 +235,18 @@ def test_matches_the_heads_target_code(build, name):
             for f in feats] == featmap_sizes_of(head, x.shape)
 
 
+def test_sampling_free_paa_counts_the_candidates_of_paa(build):
+    """paa_ce_sf's head only rescores PAA's candidates: the same counts."""
+    counts = []
+    for name in ('paa_fl.py', 'paa_ce_sf.py'):
+        model, dataset = build(name)
+        np.random.seed(0)
+        est = estimate_prior(model, dataset, 4)
+        counts.append((est.num_fg, est.num_valid, est.fg_per_class))
+    assert type(model.bbox_head).__name__ == 'SamplingFreePAAHead'
+    assert counts[0] == counts[1] and counts[0][0] > 0
+
+
 def test_paa_candidates_bound_the_initial_positives(build):
     model, dataset = build('paa_fl.py')
     np.random.seed(0)
