@@ -9,6 +9,12 @@ from mmdet_freebies.utils.loss_keys import head_and_term, loss_kind
     ('loss_rpn_bbox', ('rpn', 'bbox')),
     ('s0.loss_bbox', ('s0', 'bbox')),
     ('d2.loss_cls', ('d2', 'cls')),
+    # the DETR family's encoder and denoising terms, and TwoStageDetector's
+    # renamed keys of an RPN whose own keys lack 'rpn'
+    ('enc_loss_cls', ('enc', 'cls')),
+    ('dn_loss_bbox', ('dn', 'bbox')),
+    ('d0.dn_loss_iou', ('d0.dn', 'iou')),
+    ('rpn_loss_cls', ('rpn', 'cls')),
     ('loss', (None, 'loss')),
     ('acc', (None, 'acc')),
     ('gls_ratio_rpn', (None, 'gls_ratio_rpn')),

@@ -595,6 +595,23 @@ def test_cascade_stage_keys_in_no_group_are_named():
     hook.detach()
 
 
+def test_detr_style_prefixed_keys_in_no_group_are_named():
+    """The DETR family's enc_ and dn_ loss keys are loss keys too."""
+    model = torch.nn.Module()
+    model.bbox_head = torch.nn.Identity()
+    model.forward = lambda inputs=None, data_samples=None, mode='tensor': \
+        {'loss_cls': t(2.0), 'loss_bbox': t(1.0), 'enc_loss_cls': t(50.0),
+         'd0.dn_loss_cls': t(30.0)}
+    hook = GuidedLossScaling(
+        groups=[dict(name='det', cls=['loss_cls'], reg=['loss_bbox'])])
+    hook.attach(model)
+    with pytest.warns(UserWarning, match=r"loss keys \['d0.dn_loss_cls', "
+                      r"'enc_loss_cls'\] are in no group"):
+        out = model(mode='loss')
+    assert out['enc_loss_cls'].item() == 50.0
+    hook.detach()
+
+
 def test_hook_state_travels_in_the_checkpoint_not_the_state_dict():
     model = torch.nn.Module()
     model.bbox_head = torch.nn.Identity()
