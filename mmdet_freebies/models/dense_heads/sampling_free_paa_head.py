@@ -48,6 +48,9 @@ class SamplingFreePAAHead(PAAHead):
         finally:
             del self._cls_sum, self._reg_sum
 
+    # no graph: the score only picks the positives (mmdet's get_pos_loss
+    # builds one that is never used)
+    @torch.no_grad()
     def get_pos_loss(self, anchors: List[Tensor], cls_score: Tensor,
                      bbox_pred: Tensor, label: Tensor, label_weight: Tensor,
                      bbox_target: Tensor, bbox_weight: Tensor,
@@ -60,10 +63,9 @@ class SamplingFreePAAHead(PAAHead):
         ``PAAHead.get_pos_loss``, the box term divided by
         ``loss_bbox.loss_weight``.
         """
-        with torch.no_grad():  # float32: ~1e5 anchors x classes per image
-            self._cls_sum = self._cls_sum + self.loss_cls(
-                cls_score, label, label_weight,
-                reduction_override='sum').float()
+        # float32: ~1e5 anchors x classes per image
+        self._cls_sum = self._cls_sum + self.loss_cls(
+            cls_score, label, label_weight, reduction_override='sum').float()
         if not len(pos_inds):
             return cls_score.new_zeros((0, 2)),
         pos_anchors = torch.cat(anchors, 0)[pos_inds]
@@ -79,8 +81,7 @@ class SamplingFreePAAHead(PAAHead):
             bbox_weight[pos_inds],
             avg_factor=1.0,
             reduction_override='none') / self.loss_bbox.loss_weight
-        with torch.no_grad():
-            self._reg_sum = self._reg_sum + loss_bbox.sum().float()
+        self._reg_sum = self._reg_sum + loss_bbox.sum().float()
         return torch.stack([loss_cls, loss_bbox], 1),
 
     def paa_reassign(self, pos_losses: Tensor, *args) -> tuple:
