@@ -3,6 +3,11 @@ weights, and clear errors for bad arguments."""
 
 import cv2
 import pytest
+import torch
+from mmengine.structures import InstanceData
+
+from mmdet.structures import DetDataSample
+from mmdet.structures.bbox import HorizontalBoxes
 
 from helpers import CONFIGS, import_tool
 
@@ -41,3 +46,19 @@ def test_bad_arguments(args, message, toy_data_root):
     with pytest.raises(SystemExit, match=message):
         browse_mixup.main([f'{CONFIGS}/yolov3_mixup.py', '--toy', 'tiny',
                            '--toy-data', toy_data_root] + args)
+
+
+def test_a_box_is_drawn_at_the_opacity_of_its_weight():
+    """Weight 1: the box's full colour; weight 0.5: half of it over black
+    (label 1's green, 200, at 0.5 is 100)."""
+    sample = DetDataSample()
+    sample.gt_instances = InstanceData(
+        bboxes=HorizontalBoxes(torch.tensor([[2., 2., 20., 20.],
+                                             [10., 24., 30., 30.]])),
+        labels=torch.tensor([0, 1]), weights=torch.tensor([1.0, 0.5]))
+    packed = dict(inputs=torch.zeros(3, 32, 32, dtype=torch.uint8),
+                  data_samples=sample)
+    cell = browse_mixup.draw_sample(packed, ('a', 'b'), 32)
+    # rows 0-15 are the caption; the image starts at row 16
+    assert cell[16 + 10, 2].tolist() == [0, 0, 255]  # left edge, weight 1
+    assert cell[16 + 27, 30].tolist() == [0, 100, 0]  # right edge, 0.5

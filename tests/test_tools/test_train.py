@@ -366,6 +366,7 @@ def test_toy_config_out_needs_a_config_format(capsys):
 
 def test_missing_config():
     proc = _run([sys.executable, TRAIN, 'configs/nope.py'])
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
     assert "config file 'configs/nope.py' does not exist" in proc.stderr
 
 

@@ -217,3 +217,28 @@ def test_bbox_head_targets_weight_only_weighted_images(concat):
         assert torch.equal(weighted[i][0], plain[i][0])
     for i in range(4):
         assert torch.equal(weighted[i][1], plain[i][1])
+
+
+def test_roi_head_sends_each_image_its_weights_by_gt_index():
+    """Two objects of different weights in the first image, none given in
+    the second: each positive gets its own object's weight (gt_inds are
+    1-based in the assign result, 0-based here), and the second image none.
+    With one object an off-by-one or a swap of images would not show."""
+    head = _build(True)
+    samples = [_sample([GT_BOX, [36., 36., 60., 62.]], [GT_LABEL, 0],
+                       [0.3, 0.8]),
+               _sample([GT_BOX], [1])]
+    seen = []
+    get_targets = head.bbox_head.get_targets
+
+    def spy(results, cfg, concat=True):
+        seen.extend(results)
+        return get_targets(results, cfg, concat)
+
+    head.bbox_head.get_targets = spy
+    _loss(head, _feats(2), samples)
+    first, second = seen
+    gt = first.pos_assigned_gt_inds
+    assert (gt == 0).any() and (gt == 1).any()
+    assert torch.equal(first.pos_gt_weights, torch.tensor([0.3, 0.8])[gt])
+    assert second.pos_gt_weights is None
