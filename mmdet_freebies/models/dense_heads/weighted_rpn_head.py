@@ -15,8 +15,9 @@ class WeightedRPNHead(GTWeightedAnchorHeadMixin, RPNHead):
     anchors' objectness and box terms are multiplied by their gt's
     ``gt_instances.weights``.
 
-    Sampled negatives keep weight 1 and ``avg_factor`` (sampled positives
-    plus negatives) is unchanged. Without the ``weights`` field the losses
+    Sampled negatives keep weight 1 and ``avg_factor`` is unchanged
+    (positives plus negatives with mmdet's ``RandomSampler``, positives
+    with ``PseudoSampler``). Without the ``weights`` field the losses
     equal RPNHead's bit for bit. Same constructor arguments, parameters and
     state dict keys as RPNHead. The two-stage detector deep-copies the data
     samples for the RPN, so the weights reach this head unchanged.

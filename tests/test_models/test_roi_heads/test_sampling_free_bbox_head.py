@@ -29,30 +29,40 @@ def _rpn_head():
     return MODELS.build(head)
 
 
+def _smooth_l1(x, beta):
+    x = x.abs()
+    return torch.where(x < beta, 0.5 * x**2 / beta, x - 0.5 * beta)
+
+
 def test_rpn_trains_on_all_valid_anchors_normalised_by_num_pos():
     torch.manual_seed(0)
     head = _rpn_head()
     assert type(head.sampler).__name__ == 'PseudoSampler'
     cls = torch.randn(1, 1, 4, 4)
-    reg = torch.randn(1, 4, 4, 4)
+    reg = torch.randn(1, 4, 4, 4) * 0.2  # residuals on both sides of 1/9
     # mmdet centres anchors on the grid points (16x, 16y): anchor (y, x) is
-    # [16x - 16, 16y - 16, 16x + 16, 16y + 16]. The gt is anchor (2, 2).
-    gt = InstanceData(bboxes=torch.tensor([[16., 16., 48., 48.]]),
-                      labels=torch.tensor([0]))
+    # [16x - 16, 16y - 16, 16x + 16, 16y + 16]. The gts are anchors (2, 2)
+    # and (1, 1): two positives, so a missing division by num_pos shows.
+    gt = InstanceData(bboxes=torch.tensor([[16., 16., 48., 48.],
+                                           [0., 0., 32., 32.]]),
+                      labels=torch.tensor([0, 0]))
     meta = dict(img_shape=(64, 64), pad_shape=(64, 64))
     losses = head.loss_by_feat([cls], [reg], [gt], [meta])
     # allowed_border=0 keeps the anchors with x1, y1 >= 0 and x2, y2 < 64:
-    # the 2x2 with x, y in {1, 2}. (2, 2) is positive; (1, 2) and (2, 1)
-    # have IoU 1/3 (ignored, between 0.3 and 0.7); (1, 1) has IoU 1/7
-    # (negative). BCE summed over the valid anchors / num_pos (= 1).
+    # the 2x2 with x, y in {1, 2}. (2, 2) and (1, 1) are positive; (1, 2)
+    # and (2, 1) have IoU 1/3 with either gt (ignored, between 0.3 and
+    # 0.7). BCE summed over the valid anchors / num_pos (= 2).
     logits = cls[0, 0]
     expected_cls = (
         F.binary_cross_entropy_with_logits(logits[2, 2], t1()) +
-        F.binary_cross_entropy_with_logits(logits[1, 1], t0()))
+        F.binary_cross_entropy_with_logits(logits[1, 1], t1())) / 2
     assert losses['loss_rpn_cls'][0].item() == pytest.approx(
         expected_cls.item(), rel=1e-6)
-    # The target deltas are 0; 0.5 x mean over the 4 coordinates = sum / 8.
-    expected_bbox = reg[0, :, 2, 2].abs().sum() / 8
+    # The target deltas are 0: the official 0.5 x smooth L1 (beta 1/9)
+    # averaged over the 4 coordinates of the positives = sum / (8 x 2).
+    deltas = torch.stack([reg[0, :, 2, 2], reg[0, :, 1, 1]])
+    assert (deltas.abs() < 1 / 9).any() and (deltas.abs() > 1 / 9).any()
+    expected_bbox = _smooth_l1(deltas, 1 / 9).sum() / 16
     assert losses['loss_rpn_bbox'][0].item() == pytest.approx(
         expected_bbox.item(), rel=1e-6)
 
