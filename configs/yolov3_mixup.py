@@ -20,9 +20,10 @@ train_pipeline = [
                 min_crop_size=0.3)
         ]),
     dict(type='Resize', scale=(608, 608), keep_ratio=True),
-    dict(type='Pad', pad_to_square=True, pad_val=dict(img=(0, 0, 0))),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PhotoMetricDistortion'),
+    # padded last, so that the distortion leaves the padding black
+    dict(type='Pad', pad_to_square=True, pad_val=dict(img=(0, 0, 0))),
     # PackDetInputs would drop the weights
     dict(type='PackDetInputsWithWeights')
 ]

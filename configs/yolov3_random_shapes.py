@@ -16,9 +16,10 @@ train_pipeline = [
     # one fixed square canvas per image (was RandomResize 320-416), so that
     # every batch has the same square shape for the batch-level resize
     dict(type='Resize', scale=(608, 608), keep_ratio=True),
-    dict(type='Pad', pad_to_square=True, pad_val=dict(img=(0, 0, 0))),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PhotoMetricDistortion'),
+    # padded last, so that the distortion leaves the padding black
+    dict(type='Pad', pad_to_square=True, pad_val=dict(img=(0, 0, 0))),
     dict(type='PackDetInputs')
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

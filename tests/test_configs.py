@@ -63,6 +63,28 @@ def test_config_builds_and_runs(name, toy_cfg):
     assert pred.bboxes.shape[-1] == 4 and torch.isfinite(pred.bboxes).all()
 
 
+@pytest.mark.parametrize('name', ['yolov3_cosine.py',
+                                  'faster_rcnn_cosine.py'])
+def test_cosine_follows_a_changed_schedule_length(name, toy_cfg, tmp_path):
+    """The cosine has no end or T_max of its own: with max_epochs changed
+    after the config is written (``--cfg-options train_cfg.max_epochs=3``)
+    the runner's scheduler still decays to 0 at the last iteration, not at
+    the baseline's 273 or 12 epochs."""
+    from mmengine.runner import Runner
+    cfg = toy_cfg(name)
+    cosine, = [s for s in cfg.param_scheduler
+               if s.type == 'CosineAnnealingLR']
+    assert 'end' not in cosine and 'T_max' not in cosine
+    cfg.train_cfg.max_epochs = 3
+    cfg.work_dir = str(tmp_path)
+    runner = Runner.from_cfg(cfg)
+    runner._train_loop = runner.build_train_loop(runner._train_loop)
+    runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+    built = runner.build_param_scheduler(runner.param_schedulers)
+    iters = 3 * len(runner.train_dataloader)
+    assert (built[1].begin, built[1].end, built[1].T_max) == (0, iters, iters)
+
+
 def test_yolov3_syncbn_trains_every_bn_layer_synced():
     """The COCO config (Darknet-53, not the toy backbone): every norm layer
     is SyncBN and uses batch statistics in training, the backbone's too
@@ -76,6 +98,42 @@ def test_yolov3_syncbn_trains_every_bn_layer_synced():
                 if isinstance(m, _BatchNorm)]
     assert len(backbone) == 52 and len(norms) == 72
     assert all(isinstance(m, SyncBatchNorm) and m.training for m in norms)
+
+
+def test_random_shapes_pads_after_flip_and_distortion(toy_cfg):
+    """The square padding stays black and at the bottom and right: padded
+    before the flip it would move to the left, and before
+    PhotoMetricDistortion it would take the brightness shift."""
+    import copy
+    import random
+
+    import numpy as np
+    init_default_scope('mmdet')
+    dataset_cfg = toy_cfg('yolov3_random_shapes.py').train_dataloader.dataset
+    pipeline = dataset_cfg.pipeline
+    assert pipeline[-1].type == 'PackDetInputs'
+    pad = [t.type for t in pipeline].index('Pad')
+
+    def run(transforms, i, seed):
+        cfg = copy.deepcopy(dataset_cfg)
+        cfg.pipeline = transforms
+        random.seed(seed)
+        np.random.seed(seed)
+        return DATASETS.build(cfg)[i]['img']
+
+    padded = 0
+    for seed in range(16):
+        before, out = run(pipeline[:pad], 0, seed), run(pipeline[:-1], 0, seed)
+        h, w = before.shape[:2]
+        assert out.shape[0] == out.shape[1] == max(h, w)
+        padded += out.shape[0] > min(h, w)
+        assert not out[h:].any() and not out[:, w:].any()
+    assert padded >= 4  # the crop made some of them non-square
+    # the mixup rows restate the pipeline: the same order after the resize
+    mixup = Config.fromfile(osp.join(CONFIGS, 'yolov3_mixup.py'))
+    assert [t.type for t in mixup.train_pipeline][-4:-1] == \
+        [t.type for t in pipeline][-4:-1] == [
+            'RandomFlip', 'PhotoMetricDistortion', 'Pad']
 
 
 @pytest.mark.parametrize('name, prior', [('fcos_ce_sf.py', 1e-4),

@@ -49,8 +49,9 @@ def test_apply_toy_scales_long_schedules(toy_cfg):
 def test_max_epochs_given_with_the_toy_size_scales_the_schedule(
         toy_data_root):
     """``--toy tiny --cfg-options train_cfg.max_epochs=10``: the schedule
-    is scaled to the 10 epochs, not left at the size's 1 (where the cosine
-    would end in epoch 1 and mixup would never switch off)."""
+    is scaled to the 10 epochs, not left at the size's 1 (where mixup would
+    never switch off; the cosine follows max_epochs by itself, see
+    test_configs.py)."""
     from mmdet_freebies.utils.cli import load_config
     args = SimpleNamespace(
         config=f'{CONFIGS}/yolov3_mixup.py', toy='tiny',
@@ -58,9 +59,6 @@ def test_max_epochs_given_with_the_toy_size_scales_the_schedule(
         work_dir=None, cfg_options={'train_cfg.max_epochs': 10})
     cfg = load_config(args)
     assert cfg.train_cfg.max_epochs == cfg.train_cfg.val_interval == 10
-    cosine, = [s for s in cfg.param_scheduler
-               if s.type == 'CosineAnnealingLR']
-    assert cosine.end == cosine.T_max + cosine.begin == 10
     hook, = [h for h in cfg.custom_hooks if h.type == 'MixupSwitchHook']
     assert 0 < hook.num_last_epochs < 10
     with pytest.raises(ValueError, match='max_epochs must be an int >= 1'):
