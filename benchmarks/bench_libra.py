@@ -29,13 +29,11 @@ Usage: ``.venv/bin/python benchmarks/bench_libra.py``
 """
 import statistics
 import time
-import weakref
 
 import torch
 from mmengine.structures import InstanceData
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
+from _memory import PeakMemory
 from _timing import alternated, one_thread
 
 import mmdet_freebies  # noqa: F401  (registers the pack's modules)
@@ -174,36 +172,6 @@ def bench_sampler(repeats=5):
     ]
 
 
-class _PeakMemory(TorchDispatchMode):
-    """Running bytes of the storages created under the mode, and its peak."""
-
-    def __init__(self, inputs=()):
-        super().__init__()
-        # the inputs' storages exist already: a view of one, or an in-place
-        # op on it, allocates nothing
-        self.live = {t.untyped_storage().data_ptr() for t in inputs}
-        self.current, self.peak = 0, 0
-
-    def _free(self, key, nbytes):
-        self.live.discard(key)
-        self.current -= nbytes
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if not isinstance(t, torch.Tensor):
-                continue
-            storage = t.untyped_storage()
-            key, nbytes = storage.data_ptr(), storage.nbytes()
-            if nbytes == 0 or key in self.live:
-                continue
-            self.live.add(key)
-            self.current += nbytes
-            self.peak = max(self.peak, self.current)
-            weakref.finalize(storage, self._free, key, nbytes)
-        return out
-
-
 def _loss_inputs(n=250000, seed=0):
     g = torch.Generator().manual_seed(seed)
     pred = torch.randn(n, 4, generator=g)
@@ -220,7 +188,7 @@ def _step(loss, pred, target, weight):
 
 def _peak_bytes(loss, pred, target, weight):
     pred = pred.clone().requires_grad_()
-    with _PeakMemory((pred, target, weight)) as mode:
+    with PeakMemory((pred, target, weight)) as mode:
         loss(pred, target, weight=weight, avg_factor=1000.0).backward()
     return mode.peak
 

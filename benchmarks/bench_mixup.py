@@ -1,8 +1,8 @@
 """Data-pipeline throughput with and without visually coherent mixup.
 
 The YOLOv3 training pipeline of ``configs/yolov3_random_shapes.py`` (load
-a JPEG, annotations, Expand, MinIoURandomCrop, Resize to 608, Pad to square,
-RandomFlip, PhotoMetricDistortion, pack) runs on 32 synthetic 640x480
+a JPEG, annotations, Expand, MinIoURandomCrop, Resize to 608, RandomFlip,
+PhotoMetricDistortion, Pad to square, pack) runs on 32 synthetic 640x480
 JPEGs with 1-10 boxes each, in one process, samples drawn in the same order
 on every side:
 
@@ -13,12 +13,15 @@ on every side:
 * mmdet's ``MixUp`` (YOLOX style) in ``MultiImageMixDataset``, for
   reference.
 
-Sides are interleaved in rounds so that machine noise hits all alike; the
-median images/s per side (process CPU time) is reported, and its ratio to
-the baseline. The augmentations after the mix draw the same values on
-every side for the same sample: the mixing transforms draw random numbers
-of their own, and the later Expand, crop and flip would otherwise differ by
-side, which changes their cost by up to 1.6x.
+Sides are interleaved in rounds, after an untimed warm-up round, so that
+machine noise hits all alike; the median images/s per side (process CPU
+time) is reported, and the median over rounds of its ratio to the
+baseline in the same round (a round draws the same samples on every side,
+but other samples than the other rounds). The augmentations after the mix
+draw the same values on every side for the same sample: the mixing
+transforms draw random numbers of their own, and the later Expand, crop
+and flip would otherwise differ by side, which changes their cost by up
+to 1.6x.
 
     .venv/bin/python benchmarks/bench_mixup.py
 """
@@ -81,9 +84,9 @@ def _pipelines():
                 min_ious=(0.4, 0.5, 0.6, 0.7, 0.8, 0.9), min_crop_size=0.3)
     rest = [
         dict(type='Resize', scale=(608, 608), keep_ratio=True),
-        dict(type='Pad', pad_to_square=True, pad_val=dict(img=(0, 0, 0))),
         dict(type='RandomFlip', prob=0.5),
         dict(type='PhotoMetricDistortion'),
+        dict(type='Pad', pad_to_square=True, pad_val=dict(img=(0, 0, 0))),
     ]
     expand = dict(type='Expand', mean=[0, 0, 0], to_rgb=True,
                   ratio_range=(1, 2))
@@ -140,16 +143,17 @@ def run(rounds: int = 5, samples: int = 24) -> list:
             for name, spec in _pipelines().items()
         }
         speeds = {name: [] for name in datasets}
-        for r in range(rounds):
-            _Reseed.round = r
+        for r in range(-1, rounds):  # round -1: warm-up, not timed
+            _Reseed.round = r + 1  # seeds >= 0
             for name, dataset in alternated(list(datasets.items()), r):
-                np.random.seed(r)
+                np.random.seed(r + 1)
                 order = np.random.randint(0, NUM_IMAGES, samples)
                 start = time.process_time()
                 for i in order:
                     dataset[int(i)]
-                speeds[name].append(samples / (time.process_time() - start))
-    base = statistics.median(speeds['none'])
+                if r >= 0:
+                    speeds[name].append(
+                        samples / (time.process_time() - start))
     detail = {
         'none': 'YOLOv3 training pipeline, no mixup',
         'coherent': 'VisuallyCoherentMixup in MultiImageMixDataset '
@@ -162,15 +166,18 @@ def run(rounds: int = 5, samples: int = 24) -> list:
     rows = []
     for name, values in speeds.items():
         speed = statistics.median(values)
+        ratio = statistics.median(
+            v / b for v, b in zip(values, speeds['none']))
         rows.append(
             dict(
                 name=f'mixup pipeline: {name}',
-                value=f'{speed:.1f} img/s ({speed / base:.2f}x)',
+                value=f'{speed:.1f} img/s ({ratio:.2f}x)',
                 detail=f'{detail[name]}; {NUM_IMAGES} synthetic '
                 f'{IMG_HW[1]}x{IMG_HW[0]} JPEGs, median of {rounds} rounds '
                 f'of {samples} samples (the same augmentation draws after '
-                'the mix on every side), CPU time, one process, 1 thread; '
-                'ratio to no mixup',
+                'the mix on every side) after a warm-up round, CPU time, '
+                'one process, 1 thread; ratio to no mixup: the median over '
+                'rounds of the ratio within a round',
                 command=COMMAND))
     return rows
 

@@ -9,9 +9,10 @@
 2. ``faster_rcnn_sf`` (with GuidedLossScaling, as in training) against
    ``faster_rcnn_biased``: train-step time (interleaved, ratio of the
    fastest steps) and peak memory (the CUDA allocator's peak over what is
-   allocated before the steps on a GPU; on a CPU the kernel's peak RSS,
-   ``VmHWM`` reset through ``/proc/self/clear_refs``, over the RSS before
-   the steps; each config in a fresh subprocess). Paper: +7 % time, -3 %
+   allocated before the steps on a GPU; on a CPU the exact peak bytes of
+   the tensors a step creates, and the kernel's peak RSS, ``VmHWM`` reset
+   through ``/proc/self/clear_refs``, for reference; each config in a
+   fresh subprocess). Paper: +7 % time, -3 %
    memory (R-50-FPN on COCO, GPU).
 
 Times are the thread's CPU time on one thread, which load from other
@@ -149,7 +150,10 @@ def _peak_rss() -> int:
 def _peak_memory_child(config: str, data_root: str) -> None:
     """Print the peak memory of 3 train steps as JSON (in a subprocess),
     over what the process holds after one warm-up step (its one-time
-    allocations would count on both sides and pull the ratio to 1)."""
+    allocations would count on both sides and pull the ratio to 1): on a
+    GPU the CUDA allocator's peak; on a CPU the peak bytes of the tensors
+    the steps create (exact, :class:`PeakMemory`), and the peak RSS, which
+    depends on how the C allocator reuses freed memory, for reference."""
     _, model, optim, batch = _setup(config, data_root)
     if config == 'faster_rcnn_sf.py':
         from mmdet_freebies.engine.hooks import GuidedLossScaling
@@ -161,14 +165,29 @@ def _peak_memory_child(config: str, data_root: str) -> None:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    else:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')  # resets VmHWM to the current RSS
-        base = _rss()
+        for _ in range(3):
+            model.train_step(copy.deepcopy(batch), optim)
+        print(json.dumps(dict(
+            peak=torch.cuda.max_memory_allocated() - base, cuda=True)))
+        return
+    from _memory import PeakMemory
+    # what exists before a step: updated in place, not allocated by it
+    state = [t for group in optim.optimizer.state.values()
+             for t in group.values() if isinstance(t, torch.Tensor)]
+    tensors = [*model.parameters(), *model.buffers(), *state]
+    peaks = []
+    for _ in range(3):
+        data = copy.deepcopy(batch)
+        with PeakMemory(tensors) as mode:
+            model.train_step(data, optim)
+        peaks.append(mode.peak)
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # resets VmHWM to the current RSS
+    base = _rss()
     for _ in range(3):
         model.train_step(copy.deepcopy(batch), optim)
-    value = (torch.cuda.max_memory_allocated() if cuda else _peak_rss())
-    print(json.dumps(dict(peak=value - base, cuda=cuda)))
+    print(json.dumps(dict(peak=max(peaks), rss=_peak_rss() - base,
+                          cuda=False)))
 
 
 def bench_faster_rcnn(data_root: str, iters: int = 10) -> list:
@@ -197,12 +216,19 @@ def bench_faster_rcnn(data_root: str, iters: int = 10) -> list:
         peaks[config] = json.loads(proc.stdout.strip().splitlines()[-1])
     m_b = peaks['faster_rcnn_biased.py']['peak']
     m_s = peaks['faster_rcnn_sf.py']['peak']
-    where = ('CUDA max_memory_allocated over the memory allocated before '
-             '3 train steps (after a warm-up step)'
-             if peaks['faster_rcnn_sf.py']['cuda'] else
-             'CPU peak RSS (VmHWM) over the RSS before 3 train steps '
-             '(after a warm-up step), one subprocess per config, GLS '
-             'attached to sf')
+    if peaks['faster_rcnn_sf.py']['cuda']:
+        where = ('CUDA max_memory_allocated over the memory allocated '
+                 'before 3 train steps (after a warm-up step)')
+    else:
+        r_b = peaks['faster_rcnn_biased.py']['rss']
+        r_s = peaks['faster_rcnn_sf.py']['rss']
+        where = ('CPU: peak bytes of the tensors a train step creates '
+                 '(exact, counted by a TorchDispatchMode; highest of 3 '
+                 'steps after a warm-up step); for reference the peak RSS '
+                 f'(VmHWM) growth over 3 steps, {(r_s / r_b - 1) * 100:+.0f} '
+                 f'% ({r_b / 2**20:.0f} -> {r_s / 2**20:.0f} MiB), which '
+                 "depends on the C allocator's reuse of freed memory; one "
+                 'subprocess per config, GLS attached to sf')
     return [
         dict(name='faster_rcnn_sf vs faster_rcnn_biased: train-step time',
              value=f'{(t_ratio - 1) * 100:+.1f} % (x{t_ratio:.3f}); '

@@ -10,7 +10,10 @@ import importlib.util
 import glob
 import os.path as osp
 import platform
+import subprocess
+import sys
 import time
+import traceback
 
 import torch
 
@@ -23,6 +26,26 @@ def load(path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def code_version():
+    """The commit the figures come from, ``+dirty`` with local changes."""
+    def git(*args):
+        return subprocess.run(['git', '-C', HERE, *args], capture_output=True,
+                              text=True).stdout.strip()
+    commit = git('rev-parse', '--short', 'HEAD') or 'unknown'
+    return commit + ('+dirty' if git('status', '--porcelain') else '')
+
+
+def cpu_model():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main():
@@ -48,32 +71,39 @@ def main():
         parser.error('--out directory '
                      f'{osp.dirname(osp.abspath(args.out))!r} does not exist')
     threads = torch.get_num_threads()  # each benchmark sets its own
-    rows = []
+    rows, failed = [], []
     for name, path in paths.items():
         if only and name not in only:
             continue
         print(f'[bench] {name}', flush=True)
         start = time.perf_counter()
-        for row in load(path).run():
-            print(f"  {row['name']}: {row['value']}", flush=True)
-            rows.append(row)
+        try:  # one failure must not stop the others (their rows print)
+            for row in load(path).run():
+                print(f"  {row['name']}: {row['value']}", flush=True)
+                rows.append(row)
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
         print(f'  ({time.perf_counter() - start:.0f} s)', flush=True)
     lines = [
         '# Benchmarks', '',
         'Written by `make bench` (`benchmarks/run_all.py`); each row compares '
         'its two sides in one run (against the mmdet reference where there '
         'is one); the third column says what was compared and how.', '',
-        f'Machine: {platform.processor() or platform.machine()}, '
+        f'Machine: {cpu_model()}, '
         f'{threads} torch threads by default (rows on 1 thread say so), '
         f'torch {torch.__version__}, '
         f'Python {platform.python_version()}, '
-        f'{time.strftime("%Y-%m-%d")}.', '',
+        f'{time.strftime("%Y-%m-%d")}, code {code_version()}.', '',
         '| Benchmark | Result | What was compared | Command |',
         '|---|---|---|---|',
     ]
     for r in rows:
         lines.append(f"| {r['name']} | {r['value']} | {r['detail']} | "
                      f"`{r['command']}` |")
+    if failed:  # a partial table would replace the whole one
+        sys.exit(f'[bench] failed: {", ".join(failed)}; '
+                 f'{args.out or "no table"} left as it was')
     if args.out:
         with open(args.out, 'w') as f:
             f.write('\n'.join(lines) + '\n')
