@@ -145,7 +145,8 @@ def bench_sampler(repeats=5):
               'CombinedSampler(InstanceBalancedPosSampler, '
               f'IoUBalancedNegSampler); {len(cases)} RoI-head assignments '
               'of 2000 proposals (40% of the negatives at IoU 0), 1-50 '
-              'gts, 512 samples; both built with floor_thr=-1; CPU time '
+              "gts, 512 samples; both built with floor_thr=-1 (mmdet's "
+              'sets itself to 0 on its first image); CPU time '
               f'per image, 1 thread, best of {repeats} interleaved passes')
 
     def row(name, ours_key, ref_key, what='', after=''):
