@@ -2,9 +2,10 @@
 # pyramid, IoU-balanced sampling and Balanced L1 loss, as mmdet's
 # libra_rcnn/libra-faster-rcnn_r50_fpn_1x_coco.py (38.3 box AP on COCO).
 # Inherits the IoU-balanced sampling row and adds BFP and Balanced L1.
-# One difference from the run behind 38.3: floor_thr=-1 keeps IoU-0
-# negatives in the bottom bin, as -1 is documented; mmdet's sampler turned
-# it into 0 after its first image (floor_thr=0 reproduces that run).
+# One difference from mmdet 3.x's sampler: floor_thr=-1 keeps IoU-0
+# negatives in the bottom bin, as -1 is documented; mmdet's turns it into 0
+# on its first call (floor_thr=0 reproduces that; which branch the 38.3 run
+# took is uncertain, see docs/libra.md).
 _base_ = './faster_rcnn_iou_balanced.py'
 model = dict(
     # FPN followed by BFP: integrate, refine (non-local) and strengthen the
