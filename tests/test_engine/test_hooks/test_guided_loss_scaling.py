@@ -749,3 +749,15 @@ def test_under_autocast_the_ratio_and_scaled_losses_are_float32(
             for x, y in zip(scaled[key], plain[key], strict=True):
                 assert x.dtype == torch.float32
                 torch.testing.assert_close(x, ratio * y.float())
+
+
+def test_the_no_valid_ratio_warning_is_logged_once(monkeypatch):
+    """Four warm-up batches without a box loss: one warning, not one per
+    iteration."""
+    levels = []
+    monkeypatch.setattr(gls_mod, 'print_log',
+                        lambda msg, **kw: levels.append(kw.get('level')))
+    scaler = GuidedLossScaler([preset_group('dense')], freeze_after=2)
+    for _ in range(4):
+        scaler(dict(loss_cls=t(1.0), loss_bbox=t(0.0)))
+    assert levels == [logging.WARNING]

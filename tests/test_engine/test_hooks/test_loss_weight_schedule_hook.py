@@ -13,7 +13,7 @@ from mmdet.registry import HOOKS
 from mmdet_freebies.engine.hooks.guided_loss_scaling import \
     GuidedLossScaling
 from mmdet_freebies.engine.hooks.loss_weight_schedule_hook import (
-    LossWeightScheduleHook, scheduled_weight)
+    LossWeightScheduleHook, _check_schedule, scheduled_weight)
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..', '..'))
 LINEAR = dict(loss='bbox_head.loss_bbox', policy='linear', begin=10, end=20,
@@ -183,3 +183,10 @@ def test_resume_through_the_runner(toy_cfg, tmp_path):
         0.1 + 0.9 * (1 - math.cos(math.pi * it / 12)) / 2
         for it in range(8)])
     assert resumed[-4:] == straight[4:]
+
+
+def test_begin_defaults_to_zero():
+    schedule = _check_schedule(0, dict(loss='bbox_head.loss_bbox', end=10,
+                                       from_weight=0.0, to_weight=1.0))
+    assert schedule['begin'] == 0
+    assert scheduled_weight(schedule, 5) == pytest.approx(0.5)

@@ -327,3 +327,14 @@ def test_end_to_end_yolov3_mixup_on_toy(toy_cfg, tmp_path):
         torch.set_num_threads(threads)
     spy = next(h for h in runner.hooks if isinstance(h, _WeightsSpyHook))
     assert spy.seen == {0: {True}, 1: {False}}
+
+
+def test_switches_once():
+    """The next epoch does not switch (and log, and restart persistent
+    workers) again."""
+    r = runner(wrapper_dataset(), 3)
+    hook = MixupSwitchHook(num_last_epochs=2)
+    hook.before_train_epoch(r)
+    r.epoch = 4
+    hook.before_train_epoch(r)
+    assert r.logger.info.call_count == 1

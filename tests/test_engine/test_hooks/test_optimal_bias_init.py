@@ -367,6 +367,10 @@ def test_numpy_priors_are_numbers():
     'state,force,runs',
     [
         (dict(resume=True, has_loaded=True), False, False),
+        # a resume never re-initialises, even where mmengine's non-strict
+        # load skipped a classification layer of another shape
+        (dict(resume=True, load_from='other_classes', has_loaded=True),
+         False, False),
         (dict(load_from='same', has_loaded=True), False, False),
         (dict(load_from='same', has_loaded=True), True, True),
         # a fine-tune to other classes: mmengine skips the mismatched layer,
@@ -530,3 +534,15 @@ def test_ddp_ranks_share_the_bias_of_all_shards(tmp_path, toy_data_root):
                           None,
                           distributed=False)
     assert half.num_fg < est.num_fg
+
+
+def test_constant_prior_with_the_roi_log_prior(toy_cfg, tmp_path):
+    """A given prior (nothing counted) still sets the RoI classifier's
+    background bias from roi_fg_fraction: log(1 - 0.25)."""
+    model, dataset = _build(toy_cfg('faster_rcnn_biased.py'))
+    _run_hook(FakeRunner(model, dataset, tmp_path), prior=1e-4,
+              roi_log_prior=True, roi_fg_fraction=0.25)
+    assert torch.allclose(model.rpn_head.rpn_cls.bias.detach(),
+                          torch.tensor(prior_to_bias(1e-4)))
+    bias = model.roi_head.bbox_head.fc_cls.bias.detach().double()
+    assert bias[-1].item() == pytest.approx(math.log(0.75))

@@ -925,3 +925,48 @@ def test_classification_layers_of_the_pack_s_detectors(toy_cfg, config,
     found = {path: info for path, (_, info) in
              TrainingHealthHook._find_cls_layers(model).items()}
     assert found == expected
+
+
+def test_the_first_judged_iteration_follows_the_warmup(tmp_path):
+    """warmup_iters=4: iterations 0-3 are not judged; flat losses are
+    stagnation from iteration 5 on, reported once its window is full."""
+    runner = _runner(tmp_path, name='warmup_edge')
+    hook = _hook(warmup_iters=4, patterns=['stagnation'])
+    _train(hook, runner, lambda i: dict(loss_cls=1.0, loss_bbox=1.0), 20)
+    assert [d['iter'] for d in hook.detections] == [13]
+    assert 'since iter 5 ' in hook.detections[0]['message']
+
+
+def test_the_ratio_window_holds_exactly_window_samples(tmp_path):
+    """window=4 (smooth=2): the cls/box ratio jumps from 1 to 100 at
+    iteration 4 and the window's median crosses the threshold at 6; a
+    window of one sample more would report it at 7."""
+    runner = _runner(tmp_path, name='window_edge')
+    hook = _hook(window=4, patterns=['classification_domination'])
+    _train(hook, runner, lambda i: dict(
+        loss_cls=1.0 if i < 4 else 100.0, loss_bbox=1.0), 10)
+    assert [d['iter'] for d in hook.detections] == [6]
+
+
+def test_a_stale_gather_is_not_saved(tmp_path, monkeypatch):
+    """The ranks' states gathered for one checkpoint are not written into
+    a later one the hook did not gather for."""
+    from mmengine.hooks import CheckpointHook
+
+    from mmdet_freebies.engine.hooks import training_health_hook as module
+    runner = _runner(tmp_path, name='stale')
+    hook = _hook(patterns=[])
+    _train(hook, runner, lambda i: dict(loss_cls=1.0, loss_bbox=1.0), 3)
+    monkeypatch.setattr(module, 'get_world_size', lambda: 2)
+    monkeypatch.setattr(module, 'all_gather_object', lambda s: [s, s])
+    runner.hooks = [CheckpointHook(interval=3, by_epoch=False,
+                                   save_last=False)]
+    runner.iter = 2  # after the 3rd iteration: a checkpoint is due
+    hook._gather_for_checkpoint(runner, 'iter')
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    assert 'training_health_per_rank' in checkpoint
+    runner.iter = 4
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    assert 'training_health_per_rank' not in checkpoint
