@@ -71,6 +71,7 @@ def main():
         parser.error('--out directory '
                      f'{osp.dirname(osp.abspath(args.out))!r} does not exist')
     threads = torch.get_num_threads()  # each benchmark sets its own
+    version = code_version()  # before the runs: edits meanwhile do not count
     rows, failed = [], []
     for name, path in paths.items():
         if only and name not in only:
@@ -94,7 +95,7 @@ def main():
         f'{threads} torch threads by default (rows on 1 thread say so), '
         f'torch {torch.__version__}, '
         f'Python {platform.python_version()}, '
-        f'{time.strftime("%Y-%m-%d")}, code {code_version()}.', '',
+        f'{time.strftime("%Y-%m-%d")}, code {version}.', '',
         '| Benchmark | Result | What was compared | Command |',
         '|---|---|---|---|',
     ]
