@@ -3,12 +3,11 @@
 The same model, batch and optimizer run train steps with and without the
 hook (its forward hook, gradient hooks (``Tensor.register_hook``) and
 per-iteration checks installed, with the runner's optim wrapper),
-interleaved in rounds
-so that machine noise hits both sides alike. The hook's torch hooks are
-installed for its own steps only, but its windows persist, and ``window``
-untimed hooked steps fill them first: the timed steps run every windowed
-check, as in a long run. Reported: the median step time of each side and
-the overhead.
+interleaved in rounds so that machine noise hits both sides alike. The
+hook's torch hooks are installed for its own steps only, but its windows
+persist, and ``window`` untimed hooked steps fill them first: the timed
+steps run every windowed check, as in a long run. Reported: the median step
+time of each side and the overhead.
 
     .venv/bin/python benchmarks/bench_health.py
 """
