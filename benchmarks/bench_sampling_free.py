@@ -181,6 +181,7 @@ def _peak_memory_child(config: str, data_root: str) -> None:
         with PeakMemory(tensors) as mode:
             model.train_step(data, optim)
         peaks.append(mode.peak)
+    # the RSS over steps of its own: the mode's bookkeeping would count
     with open('/proc/self/clear_refs', 'w') as f:
         f.write('5')  # resets VmHWM to the current RSS
     base = _rss()

@@ -2,15 +2,19 @@
 runs a loss forward and a predict forward with finite losses, and has the
 state-dict layout of its plain mmdet detector."""
 import ast
+import copy
 import glob
 import os.path as osp
+import random
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.logging import MessageHub
 from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
 from torch.nn import SyncBatchNorm
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -70,7 +74,6 @@ def test_cosine_follows_a_changed_schedule_length(name, toy_cfg, tmp_path):
     after the config is written (``--cfg-options train_cfg.max_epochs=3``)
     the runner's scheduler still decays to 0 at the last iteration, not at
     the baseline's 273 or 12 epochs."""
-    from mmengine.runner import Runner
     cfg = toy_cfg(name)
     cosine, = [s for s in cfg.param_scheduler
                if s.type == 'CosineAnnealingLR']
@@ -104,26 +107,28 @@ def test_random_shapes_pads_after_flip_and_distortion(toy_cfg):
     """The square padding stays black and at the bottom and right: padded
     before the flip it would move to the left, and before
     PhotoMetricDistortion it would take the brightness shift."""
-    import copy
-    import random
-
-    import numpy as np
     init_default_scope('mmdet')
     dataset_cfg = toy_cfg('yolov3_random_shapes.py').train_dataloader.dataset
     pipeline = dataset_cfg.pipeline
     assert pipeline[-1].type == 'PackDetInputs'
     pad = [t.type for t in pipeline].index('Pad')
 
-    def run(transforms, i, seed):
+    def build(transforms):
         cfg = copy.deepcopy(dataset_cfg)
         cfg.pipeline = transforms
+        return DATASETS.build(cfg)
+
+    # the transforms before the pad, and all but the packing
+    unpadded, padded_set = build(pipeline[:pad]), build(pipeline[:-1])
+
+    def image(dataset, seed):
         random.seed(seed)
         np.random.seed(seed)
-        return DATASETS.build(cfg)[i]['img']
+        return dataset[0]['img']
 
     padded = 0
     for seed in range(16):
-        before, out = run(pipeline[:pad], 0, seed), run(pipeline[:-1], 0, seed)
+        before, out = image(unpadded, seed), image(padded_set, seed)
         h, w = before.shape[:2]
         assert out.shape[0] == out.shape[1] == max(h, w)
         padded += out.shape[0] > min(h, w)
