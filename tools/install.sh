@@ -42,7 +42,7 @@ if ! "$PY" -c 'import mmcv, mmcv.ops; assert mmcv.__version__ == "'$MMCV_VERSION
     MAX_JOBS=${MAX_JOBS:-2} $PIP install --no-build-isolation -c "$CONSTRAINTS" "mmcv==$MMCV_VERSION"
 fi
 
-echo "[install] mmengine, mmdet, pycocotools, openmim, pytest"
+echo "[install] requirements/runtime.txt (mmengine, mmdet, pycocotools, ...)"
 # One resolve under the constraints, so openmim's dependencies cannot lift
 # numpy to 2.x or replace torch.
 $PIP install -c "$CONSTRAINTS" -r requirements/runtime.txt
