@@ -22,7 +22,8 @@ model = dict(
     ],
     bbox_head=dict(
         # Balanced L1 (Sec. 3.3) with beta=0.11 as mmdet's config, our fused
-        # drop-in for mmdet's BalancedL1Loss
+        # drop-in for mmdet's BalancedL1Loss (mmdet's formula, whose gradient
+        # is Eq. (7)'s only at beta=1: paper_form=True, docs/libra.md)
         loss_bbox=dict(
             _delete_=True,
             type='FusedBalancedL1Loss',

@@ -7,6 +7,9 @@ registers ``FusedBalancedL1Loss`` next to it (a config selects it with
 values and gradients; this one does it in one pass and keeps a single tensor
 for the backward pass, where autograd keeps four float intermediates and a
 mask of the input's size through mmdet's ``abs``/``log``/``where`` graph.
+With ``paper_form=True`` it computes Eq. (8) with ``|x|`` in units of
+``beta`` instead, whose gradient is Eq. (7)'s for every beta (mmdet's formula
+is Eq. (8) only at beta = 1).
 """
 import math
 import warnings
@@ -27,38 +30,41 @@ class _BalancedL1(torch.autograd.Function):
     """Weighted, reduced Balanced L1 with a closed-form gradient.
 
     With ``x = pred - target``, ``d = |x|`` and ``b = e^(gamma / alpha) - 1``
-    the element-wise loss is mmdet's
+    the element-wise loss is, with ``s = 1`` (mmdet's formula) or
+    ``s = beta`` (``paper_form``),
 
-        ``alpha / b * (b d + 1) ln(b d / beta + 1) - alpha d``  for d < beta,
-        ``gamma d + gamma / b - alpha beta``                    otherwise,
+        ``alpha / b * (b d + s) ln(b d / beta + 1) - alpha d``  for d < beta,
+        ``gamma d + gamma s / b - alpha beta``                  otherwise,
 
     whose derivative in ``d`` is
-    ``alpha ln(b d / beta + 1) + alpha (1 - beta) / (b d + beta)`` inside
-    (the paper's Eq. (7), ``alpha ln(b |x| + 1)``, when beta = 1) and
-    ``gamma`` outside. The gradient is computed in the forward pass, where it
-    shares the logarithm with the loss, and is the only tensor saved.
+    ``alpha ln(b d / beta + 1) + alpha (s - beta) / (b d + beta)`` inside
+    (Eq. (7) when s = beta, that is always in the paper form and at beta = 1
+    in mmdet's) and ``gamma`` outside. The paper form is ``beta`` times
+    Eq. (8) at ``d / beta``. The gradient is computed in the forward pass,
+    where it shares the logarithm with the loss, and is the only tensor
+    saved.
     """
 
     @staticmethod
     def forward(ctx, pred: Tensor, target: Tensor, weight: Optional[Tensor],
-                alpha: float, gamma: float, beta: float, reduction: str,
-                scale: float) -> Tensor:
+                alpha: float, gamma: float, beta: float, shift: float,
+                reduction: str, scale: float) -> Tensor:
         # Every step below works in place where it can: the peak is four
-        # tensors of pred's size (five when beta != 1), and the gradient is
-        # the only one that outlives the call.
+        # tensors of pred's size (five for mmdet's form at beta != 1), and
+        # the gradient is the only one that outlives the call.
         b = math.exp(gamma / alpha) - 1
         x = pred - target
         d = x.abs()
         linear = d >= beta  # the part where the loss is linear
         log_term = (d * (b / beta)).log1p_()
-        loss = (d * b).add_(1).mul_(alpha / b).mul_(log_term)
+        loss = (d * b).add_(shift).mul_(alpha / b).mul_(log_term)
         loss.sub_(d, alpha=alpha)
         grad = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             grad = log_term.mul_(alpha)
-            if beta != 1:  # d/dd of mmdet's (b d + 1), not (b d / beta + 1)
+            if shift != beta:  # mmdet's (b d + 1) at beta != 1
                 grad.add_((d * b).add_(beta).reciprocal_(),
-                          alpha=alpha * (1 - beta))
+                          alpha=alpha * (shift - beta))
             grad.masked_fill_(linear, gamma)
             grad.mul_(x.sign_())  # d|x|/dx, 0 at x = 0 as autograd's abs
             if weight is not None:
@@ -66,7 +72,7 @@ class _BalancedL1(torch.autograd.Function):
             if scale != 1:
                 grad.mul_(scale)
         del x, log_term
-        outer = d.mul_(gamma).add_(gamma / b - alpha * beta)
+        outer = d.mul_(gamma).add_(gamma * shift / b - alpha * beta)
         loss = torch.where(linear, outer, loss, out=loss)
         del d, outer, linear
         keep_loss = ctx.needs_input_grad[2]  # d loss / d weight
@@ -111,10 +117,13 @@ class _BalancedL1(torch.autograd.Function):
             grad_weight = loss * ctx.scale * grad_out
             grad_weight = grad_weight.sum_to_size(ctx.weight_shape)
         return grad_pred, grad_target, grad_weight, None, None, None, None, \
-            None
+            None, None
 
 
-def _check_params(owner: str, alpha, gamma, beta) -> None:
+def _check_params(owner: str, alpha, gamma, beta, paper_form) -> None:
+    if not isinstance(paper_form, bool):  # 'False' would be taken as true
+        raise ValueError(f'{owner}: paper_form={paper_form!r} must be True '
+                         'or False')
     for key, value in (('alpha', alpha), ('gamma', gamma), ('beta', beta)):
         if not is_real(value) or not 0 < value < math.inf:
             raise ValueError(f'{owner}: {key}={value!r} must be a finite '
@@ -152,7 +161,8 @@ def fused_balanced_l1_loss(pred: Tensor,
                            beta: float = 1.0,
                            reduction: str = 'mean',
                            avg_factor: Optional[Union[float, Tensor]] = None,
-                           loss_weight: float = 1.0) -> Tensor:
+                           loss_weight: float = 1.0,
+                           paper_form: bool = False) -> Tensor:
     """Balanced L1 loss (Libra R-CNN, Eq. (8)) with mmdet's weighting.
 
     Same contract as mmdet's ``balanced_l1_loss`` wrapped by
@@ -180,11 +190,16 @@ def fused_balanced_l1_loss(pred: Tensor,
         avg_factor (float | Tensor, optional): Normaliser of 'mean'.
             Defaults to None.
         loss_weight (float): Multiplies the result. Defaults to 1.0.
+        paper_form (bool): Eq. (8) with ``|x|`` in units of ``beta``, whose
+            gradient is exactly ``alpha ln(b |x| / beta + 1)`` inside beta
+            and ``gamma`` outside; False: mmdet's formula, the same at
+            beta = 1 and otherwise with an extra gradient
+            ``alpha (1 - beta) / (b |x| + beta)`` inside. Defaults to False.
 
     Returns:
         Tensor: The loss, element-wise for 'none', else a scalar.
     """
-    _check_params('fused_balanced_l1_loss', alpha, gamma, beta)
+    _check_params('fused_balanced_l1_loss', alpha, gamma, beta, paper_form)
     if pred.shape != target.shape:
         raise ValueError(f'pred and target must have the same shape, got '
                          f'pred.shape={tuple(pred.shape)} and '
@@ -217,6 +232,7 @@ def fused_balanced_l1_loss(pred: Tensor,
             scale = loss_weight / (avg_factor + eps)
     else:
         scale = loss_weight
+    shift = beta if paper_form else 1.0
     if pred.numel() == 0:
         # mmdet returns ``pred.sum() * 0`` here, then weights and reduces it;
         # this keeps the graph of every input that has one (a zero gradient),
@@ -229,11 +245,11 @@ def fused_balanced_l1_loss(pred: Tensor,
         # the sum is taken here, in float32 for half precision, and cast
         # after the division, so that it does not overflow
         loss = _BalancedL1.apply(pred, target, weight, alpha, gamma, beta,
-                                 'none', 1.0)
+                                 shift, 'none', 1.0)
         acc = torch.promote_types(loss.dtype, torch.float32)
         return (loss.sum(dtype=acc) * scale).to(loss.dtype)
     return _BalancedL1.apply(pred, target, weight, alpha, gamma, beta,
-                             reduction, scale)
+                             shift, reduction, scale)
 
 
 @MODELS.register_module()
@@ -253,6 +269,10 @@ class FusedBalancedL1Loss(nn.Module):
         beta (float): Where the loss becomes linear, > 0. Defaults to 1.0.
         reduction (str): 'none', 'mean' or 'sum'. Defaults to 'mean'.
         loss_weight (float): Multiplies the loss. Defaults to 1.0.
+        paper_form (bool): Eq. (8) with ``|x|`` in units of ``beta``, whose
+            gradient is Eq. (7)'s at every beta (see
+            :func:`fused_balanced_l1_loss`); False keeps mmdet's values,
+            which differ when beta != 1. Defaults to False.
     """
 
     def __init__(self,
@@ -260,20 +280,23 @@ class FusedBalancedL1Loss(nn.Module):
                  gamma: float = 1.5,
                  beta: float = 1.0,
                  reduction: str = 'mean',
-                 loss_weight: float = 1.0) -> None:
+                 loss_weight: float = 1.0,
+                 paper_form: bool = False) -> None:
         super().__init__()
-        _check_params('FusedBalancedL1Loss', alpha, gamma, beta)
+        _check_params('FusedBalancedL1Loss', alpha, gamma, beta, paper_form)
         if reduction not in _REDUCTIONS:
             raise ValueError(f'FusedBalancedL1Loss: reduction={reduction!r} '
                              f'must be one of {_REDUCTIONS}')
-        if not is_real(loss_weight) or not math.isfinite(loss_weight):
+        if not is_real(loss_weight) or not math.isfinite(loss_weight) \
+                or loss_weight < 0:
             raise ValueError(f'FusedBalancedL1Loss: loss_weight='
-                             f'{loss_weight!r} must be a finite number')
+                             f'{loss_weight!r} must be a finite number >= 0')
         self.alpha = float(alpha)
         self.gamma = float(gamma)
         self.beta = float(beta)
         self.reduction = reduction
         self.loss_weight = float(loss_weight)
+        self.paper_form = paper_form
 
     def forward(self,
                 pred: Tensor,
@@ -304,9 +327,10 @@ class FusedBalancedL1Loss(nn.Module):
         return fused_balanced_l1_loss(
             pred, target, weight, alpha=self.alpha, gamma=self.gamma,
             beta=self.beta, reduction=reduction, avg_factor=avg_factor,
-            loss_weight=self.loss_weight)
+            loss_weight=self.loss_weight, paper_form=self.paper_form)
 
     def extra_repr(self) -> str:
         return (f'alpha={self.alpha}, gamma={self.gamma}, beta={self.beta}, '
                 f'reduction={self.reduction!r}, '
-                f'loss_weight={self.loss_weight}')
+                f'loss_weight={self.loss_weight}, '
+                f'paper_form={self.paper_form}')

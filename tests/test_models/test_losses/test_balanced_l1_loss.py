@@ -109,8 +109,54 @@ def test_hand_values():
         torch.tensor([0.0, g, -g, 1.5, 1.5, -1.5], dtype=torch.float64))
 
 
-@pytest.mark.parametrize('beta', [1.0, 0.11, 2.0])
-def test_gradcheck(beta):
+@pytest.mark.parametrize('beta', [0.11, 2.0])
+def test_paper_form_hand_values(beta):
+    """paper_form: beta times Eq. (8) at |x| / beta, so the gradient is
+    Eq. (7)'s, alpha ln(b |x| / beta + 1), inside beta (0 at x -> 0) and gamma
+    outside, continuous at beta; mmdet's formula is not (RetinaNet's 0.11)."""
+    alpha, gamma = 0.5, 1.5
+    b = math.e**3 - 1
+    x = torch.tensor([1e-6, 0.5, -0.5, 0.999, 1.001, 3.0],
+                     dtype=torch.float64) * beta
+    grads = {}
+    for paper_form in (True, False):
+        pred = x.clone().requires_grad_()
+        loss = fused_balanced_l1_loss(pred, torch.zeros_like(x), beta=beta,
+                                      reduction='none', paper_form=paper_form)
+        loss.sum().backward()
+        grads[paper_form] = pred.grad
+        if paper_form:
+            d = x.abs()
+            inner = (alpha / b * (b * d + beta) * torch.log(b * d / beta + 1)
+                     - alpha * d)
+            outer = gamma * d + gamma * beta / b - alpha * beta
+            torch.testing.assert_close(
+                loss.detach(), torch.where(d < beta, inner, outer))
+    grad = torch.tensor([alpha * math.log(b * r + 1) for r in (
+        1e-6, 0.5, 0.5, 0.999)] + [gamma, gamma],
+                        dtype=torch.float64) * x.sign()
+    torch.testing.assert_close(grads[True], grad)
+    # the two sides of beta meet: alpha ln(b + 1) = gamma (Eq. (9))
+    assert grads[True][3].item() == pytest.approx(gamma, rel=1e-3)
+    # mmdet's: an extra alpha (1 - beta) / (b |x| + beta), e.g. 4.0 near 0 at
+    # beta 0.11, and a jump at beta
+    extra = alpha * (1 - beta) / (b * x.abs() + beta) * x.sign()
+    torch.testing.assert_close(grads[False], grad + extra * (x.abs() < beta))
+
+
+def test_paper_form_equals_mmdet_at_beta_1():
+    pred, target, weight = _inputs(37)
+    kwargs = dict(weight=weight, avg_factor=7.0)
+    out, grad = _run(FusedBalancedL1Loss(paper_form=True), pred, target,
+                     **kwargs)
+    ref_out, ref_grad = _run(BalancedL1Loss(), pred, target, **kwargs)
+    torch.testing.assert_close(out, ref_out, **TOL)
+    torch.testing.assert_close(grad, ref_grad, **TOL)
+
+
+@pytest.mark.parametrize('beta,paper_form', [
+    (1.0, False), (0.11, False), (2.0, False), (0.11, True), (2.0, True)])
+def test_gradcheck(beta, paper_form):
     """The closed-form gradient equals finite differences (float64), for
     pred, target and weight."""
     g = torch.Generator().manual_seed(1)
@@ -125,7 +171,7 @@ def test_gradcheck(beta):
 
     def fn(p, t, w):
         return fused_balanced_l1_loss(p, t, w, beta=beta, avg_factor=3.0,
-                                      loss_weight=1.7)
+                                      loss_weight=1.7, paper_form=paper_form)
 
     assert torch.autograd.gradcheck(fn, (pred, target, weight))
 
@@ -261,6 +307,8 @@ def test_registry_keeps_mmdet_class():
     (dict(alpha=True), 'alpha=True'),  # a bool is no number here
     (dict(alpha=math.inf), 'alpha=inf must be a finite number'),
     (dict(loss_weight=math.nan), 'loss_weight=nan must be a finite number'),
+    (dict(loss_weight=-1.0), 'loss_weight=-1.0 must be a finite number >= 0'),
+    (dict(paper_form='False'), "paper_form='False' must be True or False"),
     # b = e^(gamma / alpha) - 1 overflows float32 (mmdet: at the forward)
     (dict(alpha=0.001, gamma=1.0), 'alpha=0.001 and gamma=1.0 give b = '
      'e\\^\\(gamma / alpha\\) - 1 = inf'),
