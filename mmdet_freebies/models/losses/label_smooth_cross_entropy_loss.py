@@ -148,7 +148,14 @@ class LabelSmoothCrossEntropyLoss(CrossEntropyLoss):
                 ('avg_non_ignore', avg_non_ignore,
                  isinstance(avg_non_ignore, bool), 'True or False'),
                 ('loss_weight', loss_weight, is_real(loss_weight)
-                 and math.isfinite(loss_weight), 'a finite number'),
+                 and math.isfinite(loss_weight) and loss_weight >= 0,
+                 'a finite number >= 0'),
+                # mmdet turns it into a tensor only in forward
+                ('class_weight', class_weight, class_weight is None or (
+                    isinstance(class_weight, (list, tuple)) and all(
+                        is_real(w) and math.isfinite(w) and w >= 0
+                        for w in class_weight)),
+                 'None or a list of finite numbers >= 0, one per class'),
                 ('ignore_index', ignore_index,
                  ignore_index is None or is_int(ignore_index),
                  'an int or None')):

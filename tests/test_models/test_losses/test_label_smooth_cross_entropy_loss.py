@@ -266,7 +266,12 @@ def test_bad_label_smoothing(value):
 
 @pytest.mark.parametrize('key,value', [
     ('use_sigmoid', 'False'), ('avg_non_ignore', 'no'), ('loss_weight', '1.0'),
-    ('loss_weight', float('nan')), ('ignore_index', 2.5)])
+    ('loss_weight', float('nan')), ('loss_weight', -1.0),
+    ('ignore_index', 2.5),
+    # mmdet's CrossEntropyLoss fails on these only in forward, or (negative
+    # weights) never, giving a negative loss
+    ('class_weight', 'abc'), ('class_weight', [1.0, -0.5]),
+    ('class_weight', [1.0, float('inf')]), ('class_weight', 2.0)])
 def test_bad_arguments_fail_at_build(key, value):
     # e.g. use_sigmoid='False' would silently switch to the sigmoid loss
     with pytest.raises(ValueError, match=f'{key} must be .* got '

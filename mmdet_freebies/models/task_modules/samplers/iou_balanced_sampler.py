@@ -24,6 +24,8 @@ CVPR 2019, Sec. 3.1, Eq. (1)-(2). The sampling semantics are those of mmdet's
   ``BaseSampler.sample`` does to hide its samplers' duplicates: it sorts
   both index sets and, on a GPU, synchronises the host twice more per image.
 """
+import math
+
 import torch
 from torch import Tensor
 
@@ -111,11 +113,12 @@ class IoUBalancedSampler(BaseSampler):
             raise TypeError(f'IoUBalancedSampler got unexpected arguments '
                             f'{sorted(unknown)}')
         checks = (
-            ('num', num, is_int(num) and num >= 0, 'an int >= 0'),
+            ('num', num, is_int(num) and num >= 1, 'an int >= 1'),
             ('pos_fraction', pos_fraction,
              is_real(pos_fraction) and 0 <= pos_fraction <= 1, 'in [0, 1]'),
             ('neg_pos_ub', neg_pos_ub, is_real(neg_pos_ub)
-             and (neg_pos_ub >= 0 or neg_pos_ub == -1), '>= 0 or -1'),
+             and (0 <= neg_pos_ub < math.inf or neg_pos_ub == -1),
+             'finite and >= 0, or -1'),
             # an IoU: at 1 or above every negative is under it, and the
             # sampling silently becomes random
             ('floor_thr', floor_thr, is_real(floor_thr)

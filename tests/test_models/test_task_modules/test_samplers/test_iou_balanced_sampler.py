@@ -399,7 +399,6 @@ def test_no_proposals():
 @pytest.mark.parametrize('cfg,num_neg', [
     (dict(neg_pos_ub=1), 4),  # at most one negative per positive
     (dict(neg_pos_ub=0), 0),
-    (dict(num=0), 0),
     (dict(floor_thr=0.1, floor_fraction=1), 60),  # all under floor_thr
     (dict(floor_thr=0, floor_fraction=0.5, num_bins=1), 60),
     (dict(num_bins=100), 60),  # quota 0 per bin: all from the top-up
@@ -593,7 +592,10 @@ def test_one_host_synchronisation_per_draw_on_cuda():
     ('floor_thr', -0.5), ('floor_thr', '0.1'), ('floor_thr', 1.0),
     ('floor_thr', 5.0), ('floor_fraction', 1.5),
     ('num_bins', 0), ('num_bins', True), ('pos_fraction', 2.0), ('num', -1),
-    ('neg_pos_ub', -2), ('add_gt_as_proposals', 'yes'),
+    ('num', 0),  # an RoI head that would train on nothing
+    ('neg_pos_ub', -2),
+    ('neg_pos_ub', float('inf')),  # mmdet's: OverflowError at the first draw
+    ('add_gt_as_proposals', 'yes'),
     ('instance_balanced_pos', 'no')])
 def test_bad_arguments_fail_at_build(key, value):
     cfg = dict(type='IoUBalancedSampler', num=512, pos_fraction=0.25)
