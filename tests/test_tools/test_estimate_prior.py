@@ -66,3 +66,18 @@ def test_estimate_prior_tool_single_class_yolov3(toy_data_root, capsys):
     out = capsys.readouterr().out
     assert 'class channel: one class, prior 1, bias left as initialised' in out
     assert 'objectness prior: ' in out and 'conf_thr ~ ' in out
+
+
+@pytest.mark.parametrize('num_classes', [2, 10])
+def test_estimate_prior_tool_head_classes_unlike_the_dataset_s(
+        toy_data_root, capsys, num_classes):
+    """A head of 10 classes on the 4-class toy set printed a prior divided
+    by 10, one of 2 crashed on a tensor size: both are a clean error."""
+    tool = import_tool('estimate_prior')
+    with pytest.raises(SystemExit, match=f'error: RetinaHead has num_classes'
+                       f'={num_classes} but the dataset has 4 classes'):
+        tool.main([osp.join(CONFIGS, 'retinanet_fl.py'), '--toy', 'tiny',
+                   '--toy-data', toy_data_root, '--num-images', '2',
+                   '--cfg-options', f'model.bbox_head.num_classes='
+                   f'{num_classes}'])
+    assert 'prior pi' not in capsys.readouterr().out

@@ -20,6 +20,7 @@ from mmdet.models.dense_heads import (ATSSHead, FCOSHead, RetinaHead, RPNHead,
                                       YOLOV3Head)
 from mmdet.registry import HOOKS
 from ...models.task_modules.prior_estimator import (PriorEstimate,
+                                                    dataset_num_classes,
                                                     estimate_prior,
                                                     find_dense_head,
                                                     prior_to_bias)
@@ -70,6 +71,48 @@ def _set_yolov3_bias(head: YOLOV3Head, obj_prior: float,
         if not single:
             bias[:, 5:] = torch.tensor(cls_biases, dtype=bias.dtype)
     return dict(objectness_bias=obj_bias, bias=cls_biases)
+
+
+def _roi_fc_cls(model: nn.Module,
+                num_classes: Optional[int] = None,
+                source: Optional[str] = None) -> nn.Linear:
+    """The softmax classifier ``fc_cls`` of ``model.roi_head.bbox_head``;
+    ``ValueError`` naming the head type if it has none, or one without a
+    bias or without ``num_classes`` + 1 outputs (classes + background).
+
+    Args:
+        model (nn.Module): A detector with a ``roi_head``.
+        num_classes (int, optional): Classes that ``fc_cls`` must score;
+            None takes the head's ``num_classes``. Defaults to None.
+        source (str, optional): Where ``num_classes`` comes from, for the
+            message. Defaults to None.
+    """
+    head = model.roi_head.bbox_head
+    name = type(head).__name__
+    fc_cls = getattr(head, 'fc_cls', None)
+    missing = None
+    if fc_cls is None:
+        missing = f'{name} has no fc_cls'
+        if isinstance(head, nn.ModuleList):
+            missing += (' (a multi-stage roi_head, e.g. Cascade R-CNN, has '
+                        'one bbox_head per stage)')
+    elif not isinstance(fc_cls, nn.Linear):
+        missing = f'{name}.fc_cls is a {type(fc_cls).__name__}'
+    elif fc_cls.bias is None:
+        missing = f'{name}.fc_cls has no bias'
+    if missing:
+        raise ValueError('OptimalBiasInit: roi_log_prior=True needs '
+                         'roi_head.bbox_head.fc_cls, a linear softmax '
+                         f'classifier with a bias; {missing}')
+    if num_classes is None:
+        num_classes, source = head.num_classes, f'{name}.num_classes'
+    if fc_cls.out_features != num_classes + 1:
+        raise ValueError(
+            f'OptimalBiasInit: roi_log_prior expects a softmax fc_cls with '
+            f'{num_classes + 1} outputs (classes + background), got '
+            f'{fc_cls.out_features} in {name}.fc_cls ({num_classes} '
+            f'classes from {source})')
+    return fc_cls
 
 
 def _batch_size(loader) -> int:
@@ -124,10 +167,13 @@ class OptimalBiasInit(Hook):
         roi_log_prior (bool): Also set the softmax RoI classifier's bias to
             ``log p`` (background ``1 - f``, class ``c`` ``f * n_c / n``
             from the gt class frequencies) with ``f = roi_fg_fraction``.
+            Needs one ``roi_head.bbox_head`` with a linear ``fc_cls`` of
+            ``C + 1`` outputs (not Cascade R-CNN's list of heads).
             Defaults to False.
         roi_fg_fraction (float, optional): Foreground fraction of RoIs for
             ``roi_log_prior``; None takes the RoI sampler's
-            ``pos_fraction`` from ``train_cfg.rcnn``. Defaults to None.
+            ``pos_fraction`` from ``train_cfg.rcnn``, which must then lie
+            in (0, 1). Defaults to None.
         seed (int): Seed of the image sample. Defaults to 0.
         num_workers (int, optional): DataLoader workers for counting; None
             takes the training dataloader's. Defaults to None.
@@ -198,6 +244,7 @@ class OptimalBiasInit(Hook):
         cls_layer_name(head)
         if self.roi_log_prior:
             self._roi_fg_fraction(model)
+            _roi_fc_cls(model)
 
     def _roi_fg_fraction(self, model: nn.Module) -> float:
         if getattr(model, 'roi_head', None) is None:
@@ -211,7 +258,15 @@ class OptimalBiasInit(Hook):
                 'OptimalBiasInit: roi_log_prior=True needs roi_fg_fraction, '
                 'or a train_cfg.rcnn.sampler with pos_fraction (got sampler '
                 f'{sampler!r})')
-        return float(sampler['pos_fraction'])
+        fraction = sampler['pos_fraction']
+        # 1 would give the background, 0 every class, a bias of -inf
+        if not (is_real(fraction) and 0.0 < fraction < 1.0):
+            raise ValueError(
+                'OptimalBiasInit: roi_log_prior=True takes the RoI '
+                'foreground fraction from train_cfg.rcnn.sampler, whose '
+                f'pos_fraction must lie in (0, 1), got pos_fraction='
+                f'{fraction!r}; or set roi_fg_fraction')
+        return float(fraction)
 
     def _skip_reason(self, runner) -> Optional[str]:
         if self.force:
@@ -260,6 +315,9 @@ class OptimalBiasInit(Hook):
         estimate = None
         if self._counts:
             loader = runner.train_dataloader
+            if self.roi_log_prior:  # before the count, which takes minutes
+                _roi_fc_cls(model, dataset_num_classes(loader.dataset),
+                            "the training set's metainfo['classes']")
             num_workers = (loader.num_workers
                            if self.num_workers is None else self.num_workers)
             estimate = estimate_prior(model,
@@ -325,6 +383,10 @@ class OptimalBiasInit(Hook):
         else:
             priors = self._class_priors(estimate)
             obj_prior = estimate.objectness_prior
+        if self.roi_log_prior:
+            # first: its checks of the counted classes fail before any bias
+            # has changed
+            record['roi_bias'] = self._set_roi_log_prior(model, estimate)
         if isinstance(head, YOLOV3Head):
             record.update(_set_yolov3_bias(head, obj_prior, priors),
                           objectness_prior=obj_prior)
@@ -335,8 +397,6 @@ class OptimalBiasInit(Hook):
         record['prior'] = priors if self.per_class else priors[0]
         if not self.per_class:
             record['bias'] = record['bias'][0]
-        if self.roi_log_prior:
-            record['roi_bias'] = self._set_roi_log_prior(model, estimate)
         if estimate is not None:
             record['estimate'] = estimate.to_dict()
             record['seconds'] = estimate.seconds
@@ -345,13 +405,8 @@ class OptimalBiasInit(Hook):
     def _set_roi_log_prior(self, model: nn.Module,
                            estimate: PriorEstimate) -> List[float]:
         fg = self._roi_fg_fraction(model)
-        fc_cls = model.roi_head.bbox_head.fc_cls
         gt = torch.tensor(estimate.num_gt_per_class, dtype=torch.float64)
-        if fc_cls.out_features != len(gt) + 1:
-            raise ValueError(
-                f'OptimalBiasInit: roi_log_prior expects a softmax fc_cls '
-                f'with {len(gt) + 1} outputs (classes + background), got '
-                f'{fc_cls.out_features}')
+        fc_cls = _roi_fc_cls(model, len(gt), 'the counted boxes')
         unseen = torch.nonzero(gt == 0).view(-1).tolist()
         if unseen:
             warnings.warn(f'OptimalBiasInit: classes {unseen} have no box in '

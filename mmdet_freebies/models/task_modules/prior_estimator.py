@@ -70,6 +70,7 @@ from mmdet.models.dense_heads import (ATSSHead, FCOSHead, PAAHead, RetinaHead,
 from mmdet.models.task_modules.prior_generators import anchor_inside_flags
 from mmdet.models.utils import unpack_gt_instances
 from mmdet.registry import DATASETS
+from ...utils.checks import is_int
 from ..dense_heads import (SamplingFreePAAHead, WeightedRetinaHead,
                            WeightedRPNHead, WeightedYOLOV3Head)
 
@@ -312,10 +313,26 @@ def _as_dataset(dataset: Union[Dataset, dict]) -> Dataset:
     return dataset
 
 
-def _num_dataset_classes(dataset: Dataset, head: nn.Module) -> int:
+def dataset_num_classes(dataset: Dataset) -> Optional[int]:
+    """Number of ``metainfo['classes']`` of ``dataset``; None where it has
+    none (e.g. a list of samples)."""
     metainfo = getattr(dataset, 'metainfo', None) or {}
     classes = metainfo.get('classes') if isinstance(metainfo, dict) else None
-    return len(classes) if classes else head.num_classes
+    return len(classes) if classes else None
+
+
+def check_num_classes(head: nn.Module, dataset: Dataset) -> None:
+    """Raise ``ValueError`` naming both numbers if ``head`` has not one
+    class per ``metainfo['classes']`` of ``dataset``: fewer crash the count
+    on the first label past them, more dilute the prior with classes that
+    never occur. A single-class head (the RPN) is exempt: it counts every
+    box as class 0. A dataset without class names is not checked."""
+    num_classes = dataset_num_classes(dataset)
+    if num_classes is not None and head.num_classes not in (1, num_classes):
+        raise ValueError(
+            f'{type(head).__name__} has num_classes={head.num_classes} but '
+            f"the dataset has {num_classes} classes (metainfo['classes']); "
+            f"set the head's num_classes to {num_classes}")
 
 
 def sample_indices(num_total: int, num_images: Optional[int],
@@ -395,12 +412,16 @@ def estimate_prior(model: nn.Module,
 
     Returns:
         PriorEstimate: Counts, ``prior`` and ``per_class_prior``.
+
+    Raises:
+        ValueError: Before counting, on a bad argument, an unsupported
+            head, or a head whose ``num_classes`` is not the dataset's
+            (see :func:`check_num_classes`).
     """
-    if num_images is not None and (not isinstance(num_images, int)
-                                   or num_images < 1):
+    if num_images is not None and (not is_int(num_images) or num_images < 1):
         raise ValueError(f'num_images must be a positive int or None, got '
                          f'{num_images!r}')
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f'batch_size must be a positive int, got '
                          f'{batch_size!r}')
     if head is None:
@@ -408,8 +429,10 @@ def estimate_prior(model: nn.Module,
     else:
         check_supported(head)
     dataset = _as_dataset(dataset)
+    check_num_classes(head, dataset)
     count = _counter(head)
-    num_dataset_classes = _num_dataset_classes(dataset, head)
+    # without class names: the head's, grown below to the labels seen
+    num_dataset_classes = dataset_num_classes(dataset) or head.num_classes
     rank, world_size = get_dist_info() if distributed else (0, 1)
     sampler = _IndexSampler(
         dataset,

@@ -131,11 +131,12 @@ def test_per_class_bias(toy_cfg, tmp_path):
 
 
 def test_per_class_unseen_class_falls_back_with_warning(toy_cfg, tmp_path):
-    model, dataset = _build(toy_cfg('retinanet_fl.py'))
-    model.bbox_head.num_classes = 5  # class 4 never appears
-    model.bbox_head.cls_out_channels = 5
-    model.bbox_head.retina_cls = torch.nn.Conv2d(
-        64, model.bbox_head.num_base_priors * 5, 3, padding=1)
+    cfg = toy_cfg('retinanet_fl.py')
+    # a fifth class that no image shows
+    metainfo = cfg.train_dataloader.dataset.metainfo
+    metainfo.classes = tuple(metainfo.classes) + ('absent', )
+    cfg.model.bbox_head.num_classes = 5
+    model, dataset = _build(cfg)
     with pytest.warns(UserWarning, match=r'classes \[4\]'):
         _run_hook(FakeRunner(model, dataset, tmp_path), per_class=True)
     bias = _cls_bias(model).view(-1, 5)
@@ -218,7 +219,8 @@ def test_roi_log_prior(toy_cfg, tmp_path, roi_fg_fraction, fg):
 def test_roi_log_prior_errors_name_what_is_missing(toy_cfg, tmp_path):
     """Sampling-Free's RoI head keeps every proposal (KeepAllSampler, no
     pos_fraction): roi_log_prior then needs roi_fg_fraction, said before
-    training. A sigmoid or class-agnostic fc_cls is refused."""
+    training. Counted classes that fc_cls does not score are refused
+    before any bias changes."""
     model, dataset = _build(toy_cfg('faster_rcnn_sf.py'))
     with pytest.raises(ValueError, match='roi_log_prior=True needs '
                        "roi_fg_fraction, or a train_cfg.rcnn.sampler with "
@@ -228,10 +230,105 @@ def test_roi_log_prior_errors_name_what_is_missing(toy_cfg, tmp_path):
     model, dataset = _build(toy_cfg('faster_rcnn_biased.py'))
     estimate = estimate_prior(model, dataset, 2, batch_size=2)
     estimate.num_gt_per_class = [1, 1, 1]  # 3 classes, fc_cls has 4 + 1
+    rpn_bias = _cls_bias(model)
     with pytest.raises(ValueError, match='expects a softmax fc_cls with 4 '
-                       'outputs \\(classes \\+ background\\), got 5'):
-        OptimalBiasInit(roi_log_prior=True)._set_roi_log_prior(
-            model, estimate)
+                       'outputs \\(classes \\+ background\\), got 5 in '
+                       'Shared2FCBBoxHead.fc_cls \\(3 classes from the '
+                       'counted boxes\\)'):
+        OptimalBiasInit(roi_log_prior=True)._apply(model, 'rpn_head',
+                                                   model.rpn_head, estimate)
+    assert torch.equal(_cls_bias(model), rpn_bias)
+
+
+def _no_fc_cls(bbox_head):
+    bbox_head.fc_cls = None  # with_cls=False
+
+
+def _conv_fc_cls(bbox_head):
+    bbox_head.fc_cls = torch.nn.Conv2d(8, 5, 1)
+
+
+def _fc_cls_without_bias(bbox_head):
+    bbox_head.fc_cls = torch.nn.Linear(8, 5, bias=False)
+
+
+def _sigmoid_fc_cls(bbox_head):
+    bbox_head.fc_cls = torch.nn.Linear(8, 4)  # no background output
+
+
+@pytest.mark.parametrize('change,message', [
+    (None, 'ModuleList has no fc_cls \\(a multi-stage roi_head, e.g. '
+     'Cascade R-CNN, has one bbox_head per stage\\)'),
+    (_no_fc_cls, 'Shared2FCBBoxHead has no fc_cls'),
+    (_conv_fc_cls, 'Shared2FCBBoxHead.fc_cls is a Conv2d'),
+    (_fc_cls_without_bias, 'Shared2FCBBoxHead.fc_cls has no bias'),
+    (_sigmoid_fc_cls, 'expects a softmax fc_cls with 5 outputs \\(classes '
+     '\\+ background\\), got 4 in Shared2FCBBoxHead.fc_cls \\(4 classes '
+     'from Shared2FCBBoxHead.num_classes\\)'),
+])
+def test_roi_log_prior_unsuitable_fc_cls_fails_in_before_run(
+        toy_cfg, tmp_path, change, message):
+    """A missing or unsuitable fc_cls fails before the count and before the
+    RPN bias changes, not after them (Cascade R-CNN's bbox_head is a list
+    of heads, one per stage)."""
+    model, dataset = _build(toy_cfg('faster_rcnn_biased.py'))
+    if change is None:
+        model.roi_head.bbox_head = torch.nn.ModuleList(
+            [model.roi_head.bbox_head] * 3)
+    else:
+        change(model.roi_head.bbox_head)
+    with pytest.raises(ValueError, match=message):
+        OptimalBiasInit(roi_log_prior=True).before_run(
+            FakeRunner(model, dataset, tmp_path))
+
+
+@pytest.mark.parametrize('pos_fraction', [1.0, 0.0, '0.25'])
+def test_roi_log_prior_sampler_pos_fraction_in_0_1(toy_cfg, tmp_path,
+                                                    pos_fraction):
+    """pos_fraction=1 would give the background bias log(0) = -inf."""
+    cfg = toy_cfg('faster_rcnn_biased.py')
+    cfg.model.train_cfg.rcnn.sampler.pos_fraction = pos_fraction
+    model, dataset = _build(cfg)
+    with pytest.raises(ValueError, match='pos_fraction must lie in '
+                       f'\\(0, 1\\), got pos_fraction={pos_fraction!r}'):
+        OptimalBiasInit(roi_log_prior=True).before_run(
+            FakeRunner(model, dataset, tmp_path))
+
+
+def test_roi_classes_unlike_the_dataset_fail_before_the_count(
+        toy_cfg, tmp_path, monkeypatch):
+    """An RoI head of 10 classes on the 4-class toy set: refused before
+    the (class-agnostic) RPN's prior is counted and its bias set."""
+    from mmdet_freebies.engine.hooks import optimal_bias_init
+    cfg = toy_cfg('faster_rcnn_biased.py')
+    cfg.model.roi_head.bbox_head.num_classes = 10
+    model, dataset = _build(cfg)
+    rpn_bias = _cls_bias(model)
+
+    def no_count(*args, **kwargs):
+        pytest.fail('counted before the RoI head was checked')
+
+    monkeypatch.setattr(optimal_bias_init, 'estimate_prior', no_count)
+    with pytest.raises(ValueError, match='expects a softmax fc_cls with 5 '
+                       'outputs .*, got 11 in Shared2FCBBoxHead.fc_cls '
+                       "\\(4 classes from the training set's "
+                       "metainfo\\['classes'\\]\\)"):
+        _run_hook(FakeRunner(model, dataset, tmp_path), roi_log_prior=True)
+    assert torch.equal(_cls_bias(model), rpn_bias)
+
+
+def test_dense_head_classes_unlike_the_dataset_fail_before_any_change(
+        toy_cfg, tmp_path):
+    """A RetinaHead of 10 classes on the 4-class toy set: the count refuses
+    it and the bias is left as it was."""
+    cfg = toy_cfg('retinanet_fl.py')
+    cfg.model.bbox_head.num_classes = 10
+    model, dataset = _build(cfg)
+    bias = _cls_bias(model)
+    with pytest.raises(ValueError, match='RetinaHead has num_classes=10 but '
+                       'the dataset has 4 classes'):
+        _run_hook(FakeRunner(model, dataset, tmp_path))
+    assert torch.equal(_cls_bias(model), bias)
 
 
 def test_roi_log_prior_warns_about_unseen_classes(toy_cfg, tmp_path):

@@ -138,6 +138,13 @@ def test_prior_to_bias():
 def test_bad_arguments():
     with pytest.raises(ValueError, match='num_images'):
         estimate_prior(_retina(-1), [BIG], 0)
+    # a bool is an int to Python, not a count
+    with pytest.raises(ValueError, match='num_images must be a positive int '
+                       'or None, got True'):
+        estimate_prior(_retina(-1), [BIG], True)
+    with pytest.raises(ValueError, match='batch_size must be a positive int, '
+                       'got True'):
+        estimate_prior(_retina(-1), [BIG], 1, batch_size=True)
     det = nn.Module()
     det.bbox_head = nn.Conv2d(1, 1, 1)
     with pytest.raises(ValueError, match="'Conv2d'"):
@@ -383,6 +390,23 @@ def test_rpn_is_class_agnostic(build):
     assert est.head_type == 'RPNHead' and est.num_classes == 1
     assert est.fg_per_class == [est.num_fg]
     assert len(est.num_gt_per_class) == 4 and sum(est.num_gt_per_class) > 0
+
+
+@pytest.mark.parametrize('num_classes', [2, 10])
+def test_head_classes_must_be_the_dataset_s(build, toy_cfg, num_classes):
+    """A head of 10 classes on the 4-class toy set would divide the prior
+    by 10, one of 2 would crash on label 2: both are refused before the
+    count, naming both numbers."""
+    cfg = toy_cfg('retinanet_fl.py')
+    cfg.model.bbox_head.num_classes = num_classes
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model)
+    _, dataset = build('retinanet_fl.py')
+    with pytest.raises(ValueError, match=f'RetinaHead has num_classes='
+                       f'{num_classes} but the dataset has 4 classes '
+                       "\\(metainfo\\['classes'\\]\\); set the head's "
+                       'num_classes to 4'):
+        estimate_prior(model, dataset, 2)
 
 
 def test_per_class_and_sample(build):
