@@ -1,4 +1,5 @@
 """Detection error counts of the face-detection training-failure study."""
+import warnings
 from collections import OrderedDict
 from typing import Dict, Iterator, Optional, Sequence, Tuple
 
@@ -199,7 +200,11 @@ class DetectionErrorMetric(BaseMetric):
             ``'voc'`` (ignored boxes are "difficult", matched as mmdet's
             ``VOCMetric``), see :func:`match_image`. Defaults to None:
             ``'voc'`` when the dataset's ``dataset_type`` is VOC2007 or
-            VOC2012 (as ``VOCMetric`` reads it), otherwise ``'coco'``.
+            VOC2012 (as ``VOCMetric`` reads it), otherwise ``'coco'``; with
+            a warning (once per metric) when the dataset has another
+            ``dataset_type``: mmdet's ``VOCDataset`` sets None when its data
+            root names neither year, and its "difficult" boxes would then
+            be matched as crowds (COCO sets none and is not warned about).
         collect_device (str): Device used to collect results across ranks,
             'cpu' or 'gpu'. Defaults to 'cpu'.
         prefix (str, optional): Prefix of the metric names. Defaults to
@@ -226,6 +231,7 @@ class DetectionErrorMetric(BaseMetric):
         self.iou_thr = iou_thr
         self.score_thr = score_thr
         self.matching = matching
+        self._fallback_warned = False
 
     @property
     def resolved_matching(self) -> str:
@@ -235,8 +241,36 @@ class DetectionErrorMetric(BaseMetric):
         meta = self.dataset_meta or {}
         return 'voc' if meta.get('dataset_type') in _VOC_TYPES else 'coco'
 
+    @BaseMetric.dataset_meta.setter
+    def dataset_meta(self, dataset_meta: Optional[dict]) -> None:
+        """Set the dataset's meta info; warn now, at the start of the loop,
+        if it leaves ``matching`` to the fallback."""
+        self._dataset_meta = dataset_meta
+        self._warned_matching()
+
+    def _warned_matching(self) -> str:
+        """``resolved_matching``, with a warning (once) when it falls back
+        for a dataset that names a ``dataset_type`` (VOC without a year):
+        its "difficult" boxes would silently count as crowds."""
+        matching = self.resolved_matching
+        meta = self.dataset_meta or {}
+        if self.matching is None and matching == 'coco' \
+                and 'dataset_type' in meta and not self._fallback_warned:
+            self._fallback_warned = True
+            dataset_type = meta['dataset_type']
+            warnings.warn(
+                'DetectionErrorMetric: matching=None and the dataset_type '
+                f'{dataset_type!r} is not one of {_VOC_TYPES}: falling back '
+                "to matching='coco' (ignored boxes are COCO crowds). For "
+                'VOC "difficult" boxes (e.g. a VOCDataset whose data root '
+                "names neither VOC2007 nor VOC2012) set matching='voc' in "
+                "the metric's config; set matching='coco' to silence this "
+                'warning')
+        return matching
+
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Match each image now; keep only its (3, ) count arrays."""
+        matching = self._warned_matching()
         for sample in data_samples:
             # PackDetInputs always adds gt_instances, empty without
             # LoadAnnotations
@@ -262,7 +296,7 @@ class DetectionErrorMetric(BaseMetric):
                 ignore_bboxes,
                 ignore_labels,
                 iou_thr=self.iou_thr,
-                matching=self.resolved_matching))
+                matching=matching))
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         """Sum the per-image counts and derive the ratios."""

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -316,7 +318,8 @@ def test_matching_follows_the_dataset_type_unless_given():
     assert metric.resolved_matching == 'coco'  # no dataset_meta yet
     metric.dataset_meta = dict(classes=('a', ), dataset_type='VOC2012')
     assert metric.resolved_matching == 'voc'
-    metric.dataset_meta = dict(classes=('a', ), dataset_type=None)
+    with pytest.warns(UserWarning, match='falling back'):  # see below
+        metric.dataset_meta = dict(classes=('a', ), dataset_type=None)
     assert metric.resolved_matching == 'coco'
     metric = DetectionErrorMetric(matching='coco')
     metric.dataset_meta = dict(classes=('a', ), dataset_type='VOC2007')
@@ -326,6 +329,30 @@ def test_matching_follows_the_dataset_type_unless_given():
     with pytest.raises(ValueError, match="matching .* got 'iou'"):
         match_image([[0, 0, 4, 4]], [1.], [0], [[0, 0, 4, 4]], [0],
                     matching='iou')
+
+
+def test_the_coco_fallback_warns_once_and_a_given_matching_not():
+    """mmdet's VOCDataset sets dataset_type=None when its data root names
+    neither VOC2007 nor VOC2012: its "difficult" boxes would silently be
+    matched as COCO crowds. COCO, which sets no dataset_type, is not
+    warned about."""
+    metric = DetectionErrorMetric()
+    with pytest.warns(UserWarning, match="dataset_type None is not one of "
+                      r"\('VOC2007', 'VOC2012'\): falling back to "
+                      "matching='coco' .* set matching='voc'"):
+        metric.dataset_meta = dict(classes=('a', ), dataset_type=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        metric.process({}, [IMG1])  # once per metric
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        for matching, meta in (('coco', dict(dataset_type=None)),
+                               ('voc', {}), (None, dict(
+                                   dataset_type='VOC2007')), (None, {})):
+            metric = DetectionErrorMetric(matching=matching)
+            metric.dataset_meta = dict(meta, classes=('a', ))
+            metric.process({}, [IMG1])
+        DetectionErrorMetric().process({}, [IMG1])  # no dataset_meta
 
 
 def test_missing_gt_and_bad_args():
