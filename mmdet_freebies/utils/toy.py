@@ -207,6 +207,9 @@ def _patch_schedule(cfg: Config, preset: dict) -> None:
     if loop.get('type', 'EpochBasedTrainLoop') != 'EpochBasedTrainLoop':
         raise ValueError(f'--toy supports epoch-based configs only; '
                          f'train_cfg.type={loop.get("type")!r}')
+    if 'max_epochs' not in loop:
+        warnings.warn('--toy: train_cfg has no max_epochs; the schedule is '
+                      'scaled as if it were max_epochs=12 (mmdet\'s 1x)')
     old = loop.get('max_epochs', 12)
     loop.update(max_epochs=new, val_interval=new)
 
@@ -261,6 +264,9 @@ def apply_toy(cfg: Config, size: str = 'small',
               max_epochs: Optional[int] = None) -> Config:
     """Rewrite ``cfg`` in place to run on the embedded toy dataset.
 
+    A ``load_from`` of the config is dropped with a warning: the toy model
+    cannot load a checkpoint of the config's model.
+
     Args:
         cfg (Config): A loaded config of this pack (or any mmdet config of
             the supported families).
@@ -290,6 +296,11 @@ def apply_toy(cfg: Config, size: str = 'small',
     _patch_model(cfg.model, len(classes), cpu)
     _patch_data(cfg, preset, data_root, classes)
     _patch_schedule(cfg, preset)
+    # the toy model (ResNet-18, 64 channels, toy classes) cannot load a
+    # checkpoint of the config's model
+    if cfg.get('load_from'):
+        warnings.warn(f'--toy: load_from={cfg.load_from!r} is dropped (set '
+                      'to None); the toy model trains from scratch')
     cfg.load_from = None
     if cpu:
         cfg.setdefault('env_cfg', ConfigDict())

@@ -173,3 +173,30 @@ def test_data_of_another_generator_version_warns(tmp_path, toy_data_root):
     with pytest.warns(UserWarning, match=f'generator version 1, the current '
                       f'one is {GENERATOR_VERSION}'):
         apply_toy(cfg, 'tiny', str(root))
+
+
+def test_a_dropped_load_from_and_an_assumed_schedule_warn(toy_data_root):
+    """The toy model cannot load the config's checkpoint, and a train_cfg
+    without max_epochs is scaled as mmdet's 1x: both are said."""
+    cfg = Config.fromfile(f'{CONFIGS}/retinanet_fl.py')
+    cfg.load_from = 'checkpoints/retinanet_r50_coco.pth'
+    with pytest.warns(UserWarning, match="load_from='checkpoints/retinanet_"
+                      "r50_coco.pth' is dropped"):
+        apply_toy(cfg, 'tiny', toy_data_root)
+    assert cfg.load_from is None
+    cfg = Config.fromfile(f'{CONFIGS}/retinanet_fl.py')
+    del cfg.train_cfg['max_epochs']
+    with pytest.warns(UserWarning, match='train_cfg has no max_epochs; .* '
+                      'as if it were max_epochs=12'):
+        apply_toy(cfg, 'tiny', toy_data_root)
+    assert cfg.train_cfg.max_epochs == 1
+    # load_from=None (mmdet's default_runtime) or none at all: no warning
+    for drop in (False, True):
+        cfg = Config.fromfile(f'{CONFIGS}/retinanet_fl.py')
+        assert 'load_from' in cfg and cfg.load_from is None
+        if drop:
+            cfg.pop('load_from')
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            apply_toy(cfg, 'tiny', toy_data_root)
+        assert cfg.load_from is None
