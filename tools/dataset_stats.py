@@ -55,6 +55,18 @@ def main(argv=None):
                                                     plot_histograms)
     from mmdet_freebies.utils.toy import find_datasets
     register_all_modules(init_default_scope=True)
+    if args.prior_images > 0:
+        # the head must be one the prior estimator counts: checked before
+        # the annotations are read, not after
+        from mmdet.registry import MODELS
+
+        from mmdet_freebies.models.task_modules.prior_estimator import \
+            find_dense_head
+        try:
+            find_dense_head(MODELS.build(cfg.model))
+        except ValueError as e:
+            sys.exit(f'error: anchor fg/bg ratio (--prior-images '
+                     f'{args.prior_images}; 0 skips it): {e}')
     splits = [('train', 'train_dataloader')]
     if args.val:
         splits.append(('val', 'val_dataloader'))

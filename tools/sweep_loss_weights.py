@@ -30,15 +30,27 @@ _COUNTS = ('TP', 'FP', 'FN', 'FP small')
 
 
 def parse_values(text: str) -> List[float]:
-    """'0.01,0.05,1' -> [0.01, 0.05, 1.0]; positive values only (log axis)."""
+    """'0.01,0.05,1' -> [0.01, 0.05, 1.0]; positive values only (log axis),
+    distinct as run names (``%g``, which name the work dirs and rows)."""
+    words = [v.strip() for v in text.split(',') if v.strip()]
     try:
-        values = [float(v) for v in text.split(',') if v.strip()]
+        values = [float(v) for v in words]
     except ValueError:
         raise ValueError(f'--values must be comma-separated numbers, got '
                          f'{text!r}') from None
     if not values or any(not 0 < v < math.inf for v in values):
         raise ValueError(f'--values must be positive and finite (log '
                          f'axis), got {text!r}')
+    names = [f'{v:g}' for v in values]
+    repeated = {n: [w for w, m in zip(words, names) if m == n]
+                for n in names if names.count(n) > 1}
+    if repeated:
+        same = '; '.join(f"{', '.join(ws)} -> {n!r}"
+                         for n, ws in repeated.items())
+        raise ValueError(
+            f'--values {text!r} name runs alike ({same}): they would share '
+            'a row and a work dir; drop the repeats, or make the values '
+            'differ in their first 6 significant digits')
     return values
 
 
@@ -174,7 +186,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     try:
         check_toy_data(args.toy, args.toy_data)
-    except UserInputError as e:
+        args.values = parse_values(args.values)
+    except (UserInputError, ValueError) as e:
         parser.error(str(e))
     if not 0 <= args.score_thr <= 1:
         parser.error(f'--score-thr must be in [0, 1], got {args.score_thr}')
@@ -183,14 +196,15 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        values = parse_values(args.values)
-    except ValueError as e:
-        sys.exit(f'error: {e}')
+    values = args.values
     if not osp.isfile(args.config):
         sys.exit(f'error: config file {args.config!r} does not exist')
     from mmengine.config import Config
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = Config.fromfile(args.config)
+    except Exception as e:  # as tools/train.py: mmengine raises many types
+        sys.exit(f'error: cannot load config {args.config!r}: '
+                 f'{type(e).__name__}: {e}')
     try:
         check_key(cfg, args.key)
     except ValueError as e:

@@ -44,3 +44,20 @@ def test_cli_counts_the_images_training_filters_out(toy_data_root,
     line = next(x for x in capsys.readouterr().out.splitlines()
                 if x.startswith('| images without annotations'))
     assert line.split('|')[2].strip() == '3'
+
+
+def test_an_uncounted_head_is_refused_before_the_annotations(
+        toy_data_root, tmp_path, capsys):
+    """The anchor fg/bg ratio needs a head the prior estimator counts: the
+    error names the head's type before any annotation is read."""
+    tool = import_tool('dataset_stats')
+    args = [osp.join(REPO, 'configs', 'retinanet_fl.py'), '--toy', 'tiny',
+            '--toy-data', toy_data_root, '--out-dir', str(tmp_path),
+            '--cfg-options', 'model.bbox_head.type=FreeAnchorRetinaHead']
+    with pytest.raises(SystemExit, match="error: anchor fg/bg ratio .* head "
+                       "type 'FreeAnchorRetinaHead' .* supported"):
+        tool.main(args)
+    assert 'reading annotations' not in capsys.readouterr().out
+    # without the ratio the head is not read
+    tool.main(args + ['--prior-images', '0'])
+    assert osp.isfile(osp.join(tmp_path, 'stats.md'))

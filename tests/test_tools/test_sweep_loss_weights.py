@@ -20,6 +20,10 @@ def test_parse_values():
     (['--score-thr', '2'], '--score-thr must be in [0, 1], got 2.0'),
     (['--toy-data', 'data/x/'], "--toy-data 'data/x/' is only read with "
      '--toy'),
+    (['--values', '0,1'], '--values must be positive and finite'),
+    # %g names the work dirs: the runs would overwrite each other
+    (['--values', '0.1,0.1000001,2,1,1'], "--values '0.1,0.1000001,2,1,1' "
+     "name runs alike (0.1, 0.1000001 -> '0.1'; 1, 1 -> '1')"),
 ])
 def test_bad_arguments_fail_before_training(args, message, capsys):
     with pytest.raises(SystemExit):
@@ -62,6 +66,17 @@ def test_the_key_must_name_a_number_in_the_config(tmp_path):
             osp.join(REPO, 'configs', 'retinanet_fl.py'), '--key',
             'model.bbox_head.loss_bbox.loss_weigth', '--values', '0.5',
             '--work-dir', str(tmp_path)])
+
+
+def test_a_broken_config_is_a_clean_error(tmp_path, monkeypatch):
+    from mmdet_freebies.utils import ablation
+    monkeypatch.setattr(ablation, 'train_and_eval', None)  # never reached
+    config = tmp_path / 'broken.py'
+    config.write_text('model = dict(type=\'RetinaNet\'\n')
+    with pytest.raises(SystemExit, match=f"error: cannot load config "
+                       f"'{config}': SyntaxError"):
+        sweep.main([str(config), '--key', 'model.x', '--values', '1',
+                    '--work-dir', str(tmp_path / 'out')])
 
 
 def test_a_scheduled_weight_cannot_be_swept():
