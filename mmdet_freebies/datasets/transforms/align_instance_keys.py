@@ -48,9 +48,16 @@ class AlignInstanceKeys(BaseTransform):
     def __init__(self,
                  transforms: List[ConfigType],
                  keys: Sequence[str] = ('gt_weights', )) -> None:
-        if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
+        if not isinstance(keys, (list, tuple)) or not all(
+                isinstance(k, str) for k in keys):
             raise TypeError(f'AlignInstanceKeys: keys must be a sequence of '
                             f'str, got keys={keys!r}')
+        # nothing to align: the wrapper would only hide the plain transforms
+        if not keys:
+            raise ValueError(f'AlignInstanceKeys: keys={keys!r} aligns '
+                             'nothing; give the per-object keys (e.g. '
+                             "['gt_weights']) or use the transforms "
+                             'unwrapped')
         # one dict would be iterated as its key strings
         if not isinstance(transforms, (list, tuple)):
             raise TypeError(

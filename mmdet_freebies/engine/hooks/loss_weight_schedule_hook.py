@@ -121,6 +121,13 @@ class LossWeightScheduleHook(Hook):
 
     def __init__(self, schedules: Sequence[dict],
                  by_epoch: bool = False) -> None:
+        # one dict would be iterated as its key strings
+        if not isinstance(schedules, (list, tuple)):
+            raise TypeError(
+                'LossWeightScheduleHook: schedules must be a list of dicts, '
+                f'got a {type(schedules).__name__}: schedules={schedules!r}'
+                + ('; wrap it in a list' if isinstance(schedules, dict)
+                   else ''))
         if not schedules:
             raise ValueError('LossWeightScheduleHook needs at least one '
                              'entry in schedules')

@@ -255,10 +255,13 @@ class TrainingHealthHook(Hook):
         if isinstance(patterns, str):
             raise ValueError(f'patterns must be a list of names, got '
                              f'{patterns!r}; e.g. [{patterns!r}]')
-        unknown = set(patterns) - set(PATTERNS)
+        if not isinstance(patterns, (list, tuple)):
+            raise TypeError(f'patterns must be a list of names, got '
+                            f'patterns={patterns!r}; [] judges nothing')
+        unknown = [p for p in patterns if p not in PATTERNS]
         if unknown:
-            raise ValueError(f'unknown patterns {sorted(unknown)}; choose '
-                             f'from {PATTERNS}')
+            raise ValueError(f'unknown patterns {unknown}; choose from '
+                             f'{PATTERNS}')
         for name, value in (('window', window), ('smooth', smooth),
                             ('stagnation_window', stagnation_window),
                             ('score_interval', score_interval)):

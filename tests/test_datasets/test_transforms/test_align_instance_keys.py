@@ -147,6 +147,12 @@ def test_repr_and_bad_keys():
         "), keys=('gt_weights',))")
     with pytest.raises(TypeError, match="keys='gt_weights'"):
         AlignInstanceKeys([], keys='gt_weights')
+    with pytest.raises(TypeError, match='keys must be a sequence of str, '
+                       'got keys=None'):
+        AlignInstanceKeys([], keys=None)
+    # an empty list would build and align nothing
+    with pytest.raises(ValueError, match=r'keys=\[\] aligns nothing'):
+        AlignInstanceKeys([], keys=[])
     # one transform config instead of a list of them
     with pytest.raises(TypeError, match=r"AlignInstanceKeys: transforms must "
                        r"be a list .* transforms=\{'type': 'RandomFlip'"):

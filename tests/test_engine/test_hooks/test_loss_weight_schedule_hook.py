@@ -133,6 +133,14 @@ def test_bad_hook_arguments():
     with pytest.raises(ValueError, match="by_epoch must be True or False, "
                        "got 'False'"):
         LossWeightScheduleHook([LINEAR], by_epoch='False')
+    # one schedule not in a list: iterated as its key strings
+    with pytest.raises(TypeError, match="schedules must be a list of dicts, "
+                       "got a dict: schedules={'loss': 'bbox_head.loss_bbox'"
+                       ".*; wrap it in a list"):
+        LossWeightScheduleHook(LINEAR)
+    with pytest.raises(TypeError, match='schedules must be a list of dicts, '
+                       'got a NoneType: schedules=None'):
+        LossWeightScheduleHook(None)
 
 
 def test_bad_module_path_named_at_before_train():

@@ -887,6 +887,9 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="patterns must be a list of names, "
                        "got 'collapse'"):
         TrainingHealthHook(patterns='collapse')
+    with pytest.raises(TypeError, match='patterns must be a list of names, '
+                       r'got patterns=None; \[\] judges nothing'):
+        TrainingHealthHook(patterns=None)
     with pytest.warns(UserWarning, match='nothing is judged'):
         TrainingHealthHook(patterns=[])
     for key, value in (('divergence_factor', 1.0), ('divergence_factor', '4'),
