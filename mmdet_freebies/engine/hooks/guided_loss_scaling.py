@@ -41,6 +41,7 @@ GroupSpec = Union[str, dict]
 
 PRESETS = ('rpn', 'roi', 'dense', 'yolov3')
 GUIDES = ('bbox', 'mean')
+_GUIDE = 'mean'  # the hook's default; another needs a 'dense' group
 _REDUCES = ('sum', 'mean')
 # The official code's factor of the RoI group.
 _ROI_FACTOR = 2.0
@@ -73,6 +74,11 @@ def _unused_roi_factor(roi_factor: float, groups: str) -> str:
     return (f'GuidedLossScaling: roi_factor={roi_factor!r} has no effect: '
             f"{groups} has no 'roi' preset (a group dict sets its own "
             'factor)')
+
+
+def _unused_guide(guide: str, groups: str) -> str:
+    return (f'GuidedLossScaling: guide={guide!r} has no effect: {groups} '
+            "has no 'dense' preset (a group dict names its own reg keys)")
 
 
 def _scale(value: LossValue, ratio: Tensor) -> LossValue:
@@ -151,8 +157,11 @@ class GuidedLossScaler:
             raise ValueError('GuidedLossScaling: no group to scale')
         names = [g['name'] for g in groups]
         if len(set(names)) != len(names):
-            raise ValueError(f'GuidedLossScaling: duplicate group names '
-                             f'{names}')
+            raise ValueError(
+                f'GuidedLossScaling: duplicate group names {names}' +
+                (" (the 'dense' and 'yolov3' presets are both named 'cls': "
+                 'a detector has one of them)' if names.count('cls') > 1
+                 else ''))
         keys = [k for g in groups for k in g['cls'] + g['reg']]
         clashes = sorted({k for k in keys if keys.count(k) > 1})
         if clashes:
@@ -405,7 +414,7 @@ class GuidedLossScaling(Hook):
 
     def __init__(self,
                  groups: Union[str, Sequence[GroupSpec]] = 'auto',
-                 guide: str = 'mean',
+                 guide: str = _GUIDE,
                  roi_factor: float = _ROI_FACTOR,
                  sync: bool = False,
                  freeze_after: int = 0) -> None:
@@ -436,6 +445,8 @@ class GuidedLossScaling(Hook):
                 and 'roi' not in groups):
             raise ValueError(
                 _unused_roi_factor(roi_factor, f'groups={groups!r}'))
+        if guide != _GUIDE and groups != 'auto' and 'dense' not in groups:
+            raise ValueError(_unused_guide(guide, f'groups={groups!r}'))
         if not isinstance(sync, bool):
             raise ValueError('GuidedLossScaling: sync must be True or False, '
                              f'got sync={sync!r}')
@@ -482,10 +493,12 @@ class GuidedLossScaling(Hook):
         self.detach()
         self._presets = (
             self.auto_presets(model) if self.groups == 'auto' else self.groups)
+        auto = (f"groups='auto' ({self._presets} for "
+                f'{type(model).__name__})')
         if self.roi_factor != _ROI_FACTOR and 'roi' not in self._presets:
-            raise ValueError(_unused_roi_factor(
-                self.roi_factor, f"groups='auto' ({self._presets} for "
-                f'{type(model).__name__})'))
+            raise ValueError(_unused_roi_factor(self.roi_factor, auto))
+        if self.guide != _GUIDE and 'dense' not in self._presets:
+            raise ValueError(_unused_guide(self.guide, auto))
         self._handle = model.register_forward_hook(
             self._forward_hook, with_kwargs=True)
 

@@ -282,6 +282,17 @@ def test_roi_factor_without_a_roi_head_is_an_error():
     GuidedLossScaling(roi_factor=2.0).attach(model)  # the default: no error
 
 
+def test_guide_without_a_dense_head_is_an_error():
+    """Only the 'dense' preset reads guide: a two-stage detector's auto
+    groups do not."""
+    model = _detector(loss_cls=t(1.0), loss_bbox=t(0.3))
+    model.with_rpn = True
+    with pytest.raises(ValueError, match="guide='bbox' has no effect: "
+                       "groups='auto' \(\['rpn', 'roi'\] for"):
+        GuidedLossScaling(guide='bbox').attach(model)
+    GuidedLossScaling(guide='mean').attach(model)  # the default: no error
+
+
 def test_a_loss_tensor_is_meaned_as_parse_losses_does():
     out = scaler('dense')(dict(loss_cls=torch.tensor([1.0, 3.0]),
                                loss_bbox=t(1.0)))
@@ -433,7 +444,10 @@ def test_resume_in_the_middle_of_the_warm_up():
     # conflicting groups, found at build and not at the first iteration
     (dict(groups=['rpn', 'rpn']),
      "duplicate group names \\['rpn', 'rpn'\\]"),
-    (dict(groups=['dense', 'yolov3']), "duplicate group names"),
+    (dict(groups=['dense', 'yolov3']), "duplicate group names .*\\(the "
+     "'dense' and 'yolov3' presets are both named 'cls'"),
+    (dict(groups=['rpn', 'roi'], guide='bbox'),
+     "guide='bbox' has no effect: groups=\['rpn', 'roi'\] has no 'dense'"),
     (dict(groups=['roi', 'dense']),
      "loss keys used by more than one group or role: \\['loss_bbox', "
      "'loss_cls'\\]"),
