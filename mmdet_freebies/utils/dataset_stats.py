@@ -78,7 +78,11 @@ def compute_stats(records: Sequence[dict], classes: Sequence[str]) -> dict:
     with np.errstate(divide='ignore', invalid='ignore'):
         aspect = w / h
     valid = (w > 0) & (h > 0)
-    class_counts = np.bincount(labels, minlength=len(classes))[:len(classes)]
+    bad = labels[(labels < 0) | (labels >= len(classes))]
+    if bad.size:  # they would count as boxes but in no class
+        raise ValueError(f'labels {sorted(set(bad.tolist()))} are not indices '
+                         f'of the {len(classes)} classes {list(classes)}')
+    class_counts = np.bincount(labels, minlength=len(classes))
     n = len(labels)
 
     def pct(mask: np.ndarray) -> float:

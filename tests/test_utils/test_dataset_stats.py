@@ -35,6 +35,12 @@ def test_hand_worked_statistics():
     assert s['imbalance_ratio'] == math.inf  # class 'c' has no box
     assert compute_stats(RECORDS, ('a', 'b'))['imbalance_ratio'] == 2.0
     assert s['scale_px'] == pytest.approx((10 + math.sqrt(500) + 40) / 3)
+    # a label past the classes (or negative) would count in no class
+    for classes in (('a', ), ()):
+        with pytest.raises(ValueError, match=r'labels \[1\] are not indices '
+                           f'of the {len(classes)} classes'
+                           if classes else r'labels \[0, 1\]'):
+            compute_stats(RECORDS, classes)
     assert s['scale_rel'] == pytest.approx(
         (0.1 + math.sqrt(500) / 100 + 40 / math.sqrt(20000)) / 3)
     assert s['small_pct'] == pytest.approx(200 / 3)

@@ -274,14 +274,16 @@ class TrainingHealthHook(Hook):
                              f'{warmup_iters!r}')
         for name, value, ok in (
                 ('divergence_factor', divergence_factor,
-                 is_real(divergence_factor) and divergence_factor > 1),
+                 # (inf would silently switch the divergence check off)
+                 is_real(divergence_factor)
+                 and 1 < divergence_factor < math.inf),
                 ('stagnation_rel', stagnation_rel,
                  is_real(stagnation_rel) and 0 < stagnation_rel < 1),
                 ('collapse_score', collapse_score,
                  is_real(collapse_score) and 0 < collapse_score < 1)):
             if not ok:
                 raise ValueError(f'{name}={value!r} is out of range: '
-                                 'divergence_factor must be > 1, '
+                                 'divergence_factor must be finite and > 1, '
                                  'stagnation_rel and collapse_score in '
                                  '(0, 1)')
         if 'collapse' in patterns and 2 * score_interval > window:

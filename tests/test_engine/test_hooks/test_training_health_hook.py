@@ -893,6 +893,7 @@ def test_bad_arguments():
     with pytest.warns(UserWarning, match='nothing is judged'):
         TrainingHealthHook(patterns=[])
     for key, value in (('divergence_factor', 1.0), ('divergence_factor', '4'),
+                       ('divergence_factor', math.inf),
                        ('stagnation_rel', 0.0),
                        ('stagnation_rel', 1.0), ('collapse_score', 0.0)):
         with pytest.raises(ValueError, match=f'{key}={value!r}'):
