@@ -55,18 +55,23 @@ def main(argv=None):
                                                     plot_histograms)
     from mmdet_freebies.utils.toy import find_datasets
     register_all_modules(init_default_scope=True)
-    if args.prior_images > 0:
-        # the head must be one the prior estimator counts: checked before
-        # the annotations are read, not after
-        from mmdet.registry import MODELS
+    from mmdet_freebies.models.task_modules.prior_estimator import (
+        check_num_classes, find_dense_head)
 
-        from mmdet_freebies.models.task_modules.prior_estimator import \
-            find_dense_head
+    def refuse(e):
+        sys.exit(f'error: anchor fg/bg ratio (--prior-images '
+                 f'{args.prior_images}; 0 skips it): {e}')
+
+    head = None
+    if args.prior_images > 0:
+        # the head must be one the prior estimator counts (checked before
+        # the annotations are read), with the dataset's classes (checked
+        # when the training set is built, before its statistics)
+        from mmdet.registry import MODELS
         try:
-            find_dense_head(MODELS.build(cfg.model))
+            _, head = find_dense_head(MODELS.build(cfg.model))
         except ValueError as e:
-            sys.exit(f'error: anchor fg/bg ratio (--prior-images '
-                     f'{args.prior_images}; 0 skips it): {e}')
+            refuse(e)
     splits = [('train', 'train_dataloader')]
     if args.val:
         splits.append(('val', 'val_dataloader'))
@@ -79,6 +84,11 @@ def main(argv=None):
             # without annotations that this table counts
             d.pop('filter_cfg', None)
         dataset = DATASETS.build(dataset_cfg)
+        if head is not None and split == 'train':
+            try:
+                check_num_classes(head, dataset)
+            except ValueError as e:
+                refuse(e)
         classes = dataset.metainfo['classes']
         stats[split] = compute_stats(collect_annotations(dataset), classes)
     anchors = {}

@@ -61,3 +61,18 @@ def test_an_uncounted_head_is_refused_before_the_annotations(
     # without the ratio the head is not read
     tool.main(args + ['--prior-images', '0'])
     assert osp.isfile(osp.join(tmp_path, 'stats.md'))
+
+
+def test_head_classes_unlike_the_dataset_s_are_refused_first(
+        toy_data_root, tmp_path, capsys):
+    """The prior divides by the head's classes: a head with 10 on the
+    4-class set is a clean error as soon as the training set is built."""
+    tool = import_tool('dataset_stats')
+    args = [osp.join(REPO, 'configs', 'retinanet_fl.py'), '--toy', 'tiny',
+            '--toy-data', toy_data_root, '--out-dir', str(tmp_path),
+            '--cfg-options', 'model.bbox_head.num_classes=10']
+    with pytest.raises(SystemExit, match="error: anchor fg/bg ratio .* "
+                       'RetinaHead has num_classes=10 but the dataset has 4'):
+        tool.main(args)
+    assert 'anchor fg/bg ratio on' not in capsys.readouterr().out
+    assert not osp.exists(osp.join(tmp_path, 'stats.md'))

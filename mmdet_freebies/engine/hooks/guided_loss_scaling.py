@@ -157,11 +157,8 @@ class GuidedLossScaler:
             raise ValueError('GuidedLossScaling: no group to scale')
         names = [g['name'] for g in groups]
         if len(set(names)) != len(names):
-            raise ValueError(
-                f'GuidedLossScaling: duplicate group names {names}' +
-                (" (the 'dense' and 'yolov3' presets are both named 'cls': "
-                 'a detector has one of them)' if names.count('cls') > 1
-                 else ''))
+            raise ValueError(f'GuidedLossScaling: duplicate group names '
+                             f'{names}')
         keys = [k for g in groups for k in g['cls'] + g['reg']]
         clashes = sorted({k for k in keys if keys.count(k) > 1})
         if clashes:
@@ -395,7 +392,8 @@ class GuidedLossScaling(Hook):
             and PAA: ``'mean'`` (the mean of the box loss and the
             centerness/IoU loss, as the official 2021 code that produced the
             paper's FCOS/ATSS/PAA numbers) or ``'bbox'`` (the box loss alone,
-            the literal Eq. 6). No effect on heads without a quality branch.
+            the literal Eq. 6). No effect on heads without a quality branch;
+            ``'bbox'`` without a ``'dense'`` group is an error.
             Defaults to ``'mean'``.
         roi_factor (float): Factor of the RoI group; any other value than
             the default is an error without a ``'roi'`` group.
@@ -426,6 +424,11 @@ class GuidedLossScaling(Hook):
                 raise ValueError("GuidedLossScaling: groups must be 'auto' "
                                  'or a non-empty list of preset names and '
                                  f'dicts, got {groups!r}')
+            if 'dense' in groups and 'yolov3' in groups:
+                raise ValueError(
+                    "GuidedLossScaling: groups has both the 'dense' and the "
+                    "'yolov3' preset, which are both named 'cls': a "
+                    f'detector has one of them, got groups={groups!r}')
             for g in groups:
                 if isinstance(g, str) and g not in PRESETS:
                     raise ValueError(f'GuidedLossScaling: unknown preset '

@@ -87,6 +87,9 @@ def _roi_fc_cls(model: nn.Module,
         source (str, optional): Where ``num_classes`` comes from, for the
             message. Defaults to None.
     """
+    if getattr(model, 'roi_head', None) is None:
+        raise ValueError('OptimalBiasInit: roi_log_prior=True but '
+                         f'{type(model).__name__} has no roi_head')
     head = model.roi_head.bbox_head
     name = type(head).__name__
     fc_cls = getattr(head, 'fc_cls', None)
@@ -243,13 +246,11 @@ class OptimalBiasInit(Hook):
         _, head = find_dense_head(model, self._counts)
         cls_layer_name(head)
         if self.roi_log_prior:
-            self._roi_fg_fraction(model)
+            # the head first: a multi-stage one also has a list of rcnn cfgs
             _roi_fc_cls(model)
+            self._roi_fg_fraction(model)
 
     def _roi_fg_fraction(self, model: nn.Module) -> float:
-        if getattr(model, 'roi_head', None) is None:
-            raise ValueError('OptimalBiasInit: roi_log_prior=True but '
-                             f'{type(model).__name__} has no roi_head')
         if self.roi_fg_fraction is not None:
             return self.roi_fg_fraction
         sampler = (model.train_cfg or {}).get('rcnn', {}).get('sampler', {})

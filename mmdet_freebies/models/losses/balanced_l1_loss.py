@@ -3,10 +3,11 @@
 Pang et al., "Libra R-CNN: Towards Balanced Learning for Object Detection",
 CVPR 2019, Eq. (7)-(9). mmdet registers ``BalancedL1Loss``; this module
 registers ``FusedBalancedL1Loss`` next to it (a config selects it with
-``loss_bbox=dict(type='FusedBalancedL1Loss', ...)``). Both compute the same
-values and gradients; this one does it in one pass and keeps a single tensor
-for the backward pass, where autograd keeps four float intermediates and a
-mask of the input's size through mmdet's ``abs``/``log``/``where`` graph.
+``loss_bbox=dict(type='FusedBalancedL1Loss', ...)``). By default both
+compute the same values and gradients; this one does it in one pass and
+keeps a single tensor for the backward pass, where autograd keeps four float
+intermediates and a mask of the input's size through mmdet's
+``abs``/``log``/``where`` graph.
 With ``paper_form=True`` it computes Eq. (8) with ``|x|`` in units of
 ``beta`` instead, whose gradient is Eq. (7)'s for every beta (mmdet's formula
 is Eq. (8) only at beta = 1).
@@ -257,8 +258,8 @@ class FusedBalancedL1Loss(nn.Module):
     """Balanced L1 loss, Libra R-CNN (CVPR 2019) Eq. (8), fused.
 
     A drop-in replacement for mmdet's ``BalancedL1Loss``: same arguments,
-    values and gradients (to float32 rounding; on empty inputs see
-    :func:`fused_balanced_l1_loss`), faster and with one saved tensor
+    values and gradients with the default ``paper_form=False`` (to float32
+    rounding; on empty inputs see :func:`fused_balanced_l1_loss`), faster and with one saved tensor
     instead of autograd's chain of intermediates. A config selects it
     with ``loss_bbox=dict(_delete_=True, type='FusedBalancedL1Loss',
     alpha=0.5, gamma=1.5, beta=1.0, loss_weight=1.0)``.

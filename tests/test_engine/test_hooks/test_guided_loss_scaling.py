@@ -444,8 +444,10 @@ def test_resume_in_the_middle_of_the_warm_up():
     # conflicting groups, found at build and not at the first iteration
     (dict(groups=['rpn', 'rpn']),
      "duplicate group names \\['rpn', 'rpn'\\]"),
-    (dict(groups=['dense', 'yolov3']), "duplicate group names .*\\(the "
-     "'dense' and 'yolov3' presets are both named 'cls'"),
+    (dict(groups=['dense', 'yolov3']), "both the 'dense' and the 'yolov3' "
+     "preset, which are both named 'cls'"),
+    (dict(groups=['dense', 'dense']),
+     "duplicate group names \\['cls', 'cls'\\]$"),
     (dict(groups=['rpn', 'roi'], guide='bbox'),
      "guide='bbox' has no effect: groups=\['rpn', 'roi'\] has no 'dense'"),
     (dict(groups=['roi', 'dense']),

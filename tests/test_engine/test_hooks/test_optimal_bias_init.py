@@ -272,9 +272,10 @@ def test_roi_log_prior_unsuitable_fc_cls_fails_in_before_run(
     RPN bias changes, not after them (Cascade R-CNN's bbox_head is a list
     of heads, one per stage)."""
     model, dataset = _build(toy_cfg('faster_rcnn_biased.py'))
-    if change is None:
+    if change is None:  # as Cascade R-CNN: a list of heads and of rcnn cfgs
         model.roi_head.bbox_head = torch.nn.ModuleList(
             [model.roi_head.bbox_head] * 3)
+        model.train_cfg['rcnn'] = [model.train_cfg['rcnn']] * 3
     else:
         change(model.roi_head.bbox_head)
     with pytest.raises(ValueError, match=message):
