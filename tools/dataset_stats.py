@@ -62,14 +62,15 @@ def main(argv=None):
         sys.exit(f'error: anchor fg/bg ratio (--prior-images '
                  f'{args.prior_images}; 0 skips it): {e}')
 
-    head = None
+    model = head = None
     if args.prior_images > 0:
         # the head must be one the prior estimator counts (checked before
         # the annotations are read), with the dataset's classes (checked
         # when the training set is built, before its statistics)
         from mmdet.registry import MODELS
+        model = MODELS.build(cfg.model)
         try:
-            _, head = find_dense_head(MODELS.build(cfg.model))
+            _, head = find_dense_head(model)
         except ValueError as e:
             refuse(e)
     splits = [('train', 'train_dataloader')]
@@ -95,7 +96,7 @@ def main(argv=None):
     if args.prior_images > 0:
         print(f'train: anchor fg/bg ratio on up to {args.prior_images} '
               'images')
-        anchors['train'] = anchor_balance(cfg, args.prior_images)
+        anchors['train'] = anchor_balance(cfg, args.prior_images, model)
     table = format_table(stats, anchors)
     out_dir = args.out_dir or osp.join(cfg.work_dir, 'dataset_stats')
     os.makedirs(out_dir, exist_ok=True)

@@ -197,14 +197,11 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     values = args.values
-    if not osp.isfile(args.config):
-        sys.exit(f'error: config file {args.config!r} does not exist')
-    from mmengine.config import Config
+    from mmdet_freebies.utils.cli import UserInputError, read_config
     try:
-        cfg = Config.fromfile(args.config)
-    except Exception as e:  # as tools/train.py: mmengine raises many types
-        sys.exit(f'error: cannot load config {args.config!r}: '
-                 f'{type(e).__name__}: {e}')
+        cfg = read_config(args.config)
+    except UserInputError as e:
+        sys.exit(f'error: {e}')
     try:
         check_key(cfg, args.key)
     except ValueError as e:

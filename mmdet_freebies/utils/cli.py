@@ -93,18 +93,24 @@ def check_launcher_env(launcher: str) -> None:
         raise UserInputError(message.format(missing=', '.join(missing)))
 
 
+def read_config(path: str) -> Config:
+    """``Config.fromfile(path)``, a missing or unloadable file being a
+    :class:`UserInputError` that names it."""
+    if not osp.isfile(path):
+        raise UserInputError(f'config file {path!r} does not exist')
+    try:
+        return Config.fromfile(path)
+    except Exception as e:  # mmengine raises many types for a bad file
+        raise UserInputError(
+            f'cannot load config {path!r}: {type(e).__name__}: {e}')
+
+
 def load_config(args: argparse.Namespace) -> Config:
     """Load ``args.config`` and apply ``--cfg-options``, ``--toy`` and
     ``--work-dir`` (CLI > config > ``work_dirs/<config name>``)."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    if not osp.isfile(args.config):
-        raise UserInputError(f'config file {args.config!r} does not exist')
-    try:
-        cfg = Config.fromfile(args.config)
-    except Exception as e:  # mmengine raises many types for a bad file
-        raise UserInputError(
-            f'cannot load config {args.config!r}: {type(e).__name__}: {e}')
+    cfg = read_config(args.config)
     check_toy_data(args.toy, getattr(args, 'toy_data', TOY_DATA_ROOT),
                    unset=TOY_DATA_ROOT)
     if args.toy is not None:

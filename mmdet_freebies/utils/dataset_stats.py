@@ -109,10 +109,11 @@ def compute_stats(records: Sequence[dict], classes: Sequence[str]) -> dict:
     )
 
 
-def anchor_balance(cfg, num_images: int = 100) -> dict:
+def anchor_balance(cfg, num_images: int = 100, model=None) -> dict:
     """Anchor (or point) foreground/background ratio of ``cfg``'s training
     set under its head's assigner, counted by the Sampling-Free prior
-    estimator (training pipeline, no network forward).
+    estimator (training pipeline, no network forward). ``model``: the
+    detector of ``cfg.model`` if already built (None builds it).
 
     Returns:
         dict: ``num_fg``, ``num_bg`` (valid priors that are not foreground;
@@ -125,8 +126,9 @@ def anchor_balance(cfg, num_images: int = 100) -> dict:
 
     from mmdet_freebies.models.task_modules.prior_estimator import \
         estimate_prior
-    register_all_modules(init_default_scope=True)
-    model = MODELS.build(cfg.model)
+    if model is None:
+        register_all_modules(init_default_scope=True)
+        model = MODELS.build(cfg.model)
     est = estimate_prior(model, cfg.train_dataloader.dataset,
                          num_images=num_images, progress=True,
                          batch_size=cfg.train_dataloader.get('batch_size', 2))

@@ -46,14 +46,19 @@ def test_cli_counts_the_images_training_filters_out(toy_data_root,
     assert line.split('|')[2].strip() == '3'
 
 
+def _toy_retinanet_args(toy_data_root, tmp_path, option):
+    return [osp.join(REPO, 'configs', 'retinanet_fl.py'), '--toy', 'tiny',
+            '--toy-data', toy_data_root, '--out-dir', str(tmp_path),
+            '--cfg-options', option]
+
+
 def test_an_uncounted_head_is_refused_before_the_annotations(
         toy_data_root, tmp_path, capsys):
     """The anchor fg/bg ratio needs a head the prior estimator counts: the
     error names the head's type before any annotation is read."""
     tool = import_tool('dataset_stats')
-    args = [osp.join(REPO, 'configs', 'retinanet_fl.py'), '--toy', 'tiny',
-            '--toy-data', toy_data_root, '--out-dir', str(tmp_path),
-            '--cfg-options', 'model.bbox_head.type=FreeAnchorRetinaHead']
+    args = _toy_retinanet_args(toy_data_root, tmp_path,
+                               'model.bbox_head.type=FreeAnchorRetinaHead')
     with pytest.raises(SystemExit, match="error: anchor fg/bg ratio .* head "
                        "type 'FreeAnchorRetinaHead' .* supported"):
         tool.main(args)
@@ -68,9 +73,8 @@ def test_head_classes_unlike_the_dataset_s_are_refused_first(
     """The prior divides by the head's classes: a head with 10 on the
     4-class set is a clean error as soon as the training set is built."""
     tool = import_tool('dataset_stats')
-    args = [osp.join(REPO, 'configs', 'retinanet_fl.py'), '--toy', 'tiny',
-            '--toy-data', toy_data_root, '--out-dir', str(tmp_path),
-            '--cfg-options', 'model.bbox_head.num_classes=10']
+    args = _toy_retinanet_args(toy_data_root, tmp_path,
+                               'model.bbox_head.num_classes=10')
     with pytest.raises(SystemExit, match="error: anchor fg/bg ratio .* "
                        'RetinaHead has num_classes=10 but the dataset has 4'):
         tool.main(args)
