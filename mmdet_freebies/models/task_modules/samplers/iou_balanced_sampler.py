@@ -38,16 +38,25 @@ from mmengine.structures import InstanceData
 from ....utils.checks import is_int, is_real
 
 
-def _ranks(groups: Tensor, rows: Tensor) -> Tensor:
-    """Rank (from 1) of each element within its group, counted in the order
-    given; ``groups`` in ``[0, len(rows))``, ``rows`` the column
-    ``arange(len(rows))``. In a random order, the elements of rank <= k are a
-    uniform random draw of k from their group.
+def _counts(groups: Tensor, rows: Tensor) -> Tensor:
+    """Running count of each group, shape ``(len(rows), len(groups))``: row
+    r, column i counts the ``groups[:i + 1]`` equal to r; ``groups`` (int64)
+    in ``[0, len(rows))``, ``rows`` the column ``arange(len(rows))``.
 
     A running count of the one-hot membership, not a sort: sorting a few
-    thousand random keys costs several times this on a CPU.
+    thousand random keys costs several times this on a CPU. The comparison
+    writes int64 directly: a bool result takes a slower mixed-type kernel on
+    a CPU, then a cast for the cumsum.
     """
-    return (groups == rows).cumsum(1).gather(0, groups.view(1, -1)).view(-1)
+    counts = groups.new_empty((len(rows), groups.numel()))
+    return torch.eq(groups, rows, out=counts).cumsum_(1)
+
+
+def _ranks(groups: Tensor, rows: Tensor) -> Tensor:
+    """Rank (from 1) of each element within its group, counted in the order
+    given (see :func:`_counts`). In a random order, the elements of rank <= k
+    are a uniform random draw of k from their group."""
+    return _counts(groups, rows).gather(0, groups.view(1, -1)).view(-1)
 
 
 def _first_by_tier(tiers: Tensor, num: int) -> Tensor:
@@ -250,8 +259,8 @@ class IoUBalancedSampler(BaseSampler):
         pos_inds = pos_inds.index_select(0, order)
         pos_gts = gt_inds.index_select(0, pos_inds)
         # rows 0..num_gts, row 0 (no gt) empty: gt_inds index them as they are
-        counts = (pos_gts == self._rows(assign_result.num_gts + 1,
-                                        gt_inds.device)).cumsum(1)
+        counts = _counts(pos_gts,
+                         self._rows(assign_result.num_gts + 1, gt_inds.device))
         try:
             ranks = counts.gather(0, pos_gts.view(1, -1)).view(-1)
         # caught, not checked: a check would cost a reduction per image (a
