@@ -47,6 +47,10 @@ _REDUCES = ('sum', 'mean')
 _ROI_FACTOR = 2.0
 # Quality branches that the 2021 code averages with the box loss.
 _QUALITY_KEYS = ('loss_centerness', 'loss_iou')
+# A batch without positives drops its classification loss by design; this
+# many in a row means a regression loss that is always 0 (a loss weight of
+# 0, say), and the head never learns to classify.
+_ZERO_RUN = 50
 
 
 def _total(value: LossValue) -> Tensor:
@@ -406,6 +410,10 @@ class GuidedLossScaling(Hook):
             learnable uncertainty weights are not implemented: they are
             parameters and would add ``state_dict`` keys. Defaults to 0
             (per-iteration ratio, the paper's rule).
+
+    A group whose ratio stays 0 for 50 iterations in a row (its regression
+    loss is 0 in every batch, so its classification loss is dropped in
+    every batch) is warned about once.
     """
 
     priority = 'NORMAL'
@@ -465,6 +473,7 @@ class GuidedLossScaling(Hook):
         self._presets: List[GroupSpec] = []
         self._pending_state: Optional[dict] = None
         self._handle = None
+        self._zero_runs: Dict[str, int] = {}  # group -> iterations at 0
 
     @staticmethod
     def auto_presets(model: torch.nn.Module) -> List[str]:
@@ -551,6 +560,34 @@ class GuidedLossScaling(Hook):
 
     def after_train(self, runner) -> None:
         self.detach()
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch=None,
+                         outputs: Optional[dict] = None) -> None:
+        """Warn once about a group whose ratio stayed 0 for ``_ZERO_RUN``
+        iterations in a row. Reads the logged ratios, which mmengine's
+        ``RuntimeInfoHook`` has already read on the host."""
+        if self.scaler is None or not outputs:
+            return
+        for g in self.scaler.groups:
+            name = g['name']
+            ratio = outputs.get(f'gls_ratio_{name}')
+            run = self._zero_runs.get(name, 0)
+            if ratio is None or run < 0:  # not logged, or warned already
+                continue
+            run = run + 1 if float(ratio) == 0 else 0
+            self._zero_runs[name] = run
+            if run == _ZERO_RUN:
+                self._zero_runs[name] = -1
+                print_log(
+                    f'GuidedLossScaling: the ratio of group {name!r} has '
+                    f'been 0 for {_ZERO_RUN} iterations in a row, so '
+                    f"{'+'.join(g['cls'])} is dropped in every batch: its "
+                    f"guide {'+'.join(g['reg'])} is 0 (a loss weight of 0? "
+                    'no positives?) or the ratio is not finite',
+                    logger='current', level=logging.WARNING)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if self.scaler is not None:

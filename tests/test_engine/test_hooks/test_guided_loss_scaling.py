@@ -777,3 +777,39 @@ def test_the_no_valid_ratio_warning_is_logged_once(monkeypatch):
     for _ in range(4):
         scaler(dict(loss_cls=t(1.0), loss_bbox=t(0.0)))
     assert levels == [logging.WARNING]
+
+
+def test_a_ratio_at_0_for_50_iterations_in_a_row_is_warned_once(monkeypatch):
+    """A box loss of 0 in every batch (loss_bbox.loss_weight=0) drops the
+    classification loss in every batch; a batch without positives now and
+    then does not warn."""
+    logged = []
+    monkeypatch.setattr(gls_mod, 'print_log', lambda msg, **kw: logged.append(
+        msg) if kw.get('level') == logging.WARNING else None)
+    box = [0.0]
+    model = torch.nn.Module()
+    model.bbox_head = torch.nn.Identity()
+    model.forward = lambda inputs=None, data_samples=None, mode='tensor': \
+        dict(loss_cls=t(2.0), loss_bbox=t(box[0]))
+    hook = GuidedLossScaling()
+    hook.attach(model)
+
+    def steps(n, value):
+        box[0] = value
+        for _ in range(n):
+            _, log_vars = BaseModel.parse_losses(None, model(mode='loss'))
+            hook.after_train_iter(None, 0, outputs=log_vars)
+
+    steps(49, 0.0)
+    steps(1, 0.5)  # a batch with positives ends the run
+    steps(49, 0.0)
+    assert logged == []
+    steps(1, 0.0)
+    assert logged == [
+        "GuidedLossScaling: the ratio of group 'cls' has been 0 for 50 "
+        'iterations in a row, so loss_cls is dropped in every batch: its '
+        'guide loss_bbox is 0 (a loss weight of 0? no positives?) or the '
+        'ratio is not finite']
+    steps(100, 0.0)
+    assert len(logged) == 1
+    hook.detach()
