@@ -16,6 +16,11 @@
 
 Times are process CPU time on one thread, interleaved between ours and
 mmdet's, so that other load on a shared machine does not skew the ratio.
+The sampler's ratios are the median over rounds of the ratio within a
+round, with their range: the machine's state moves the ratio between runs
+(ours, mostly small ops, slows more than mmdet's when the machine is slow),
+and one run's best pass would report a lucky or unlucky state as the
+result.
 
 Peak memory is counted exactly, without the allocator: a
 ``TorchDispatchMode`` sees every tensor the forward and backward create, adds
@@ -88,7 +93,7 @@ def _cpu_ms_per_image(fn, cases):
     return (time.process_time() - start) / len(cases) * 1e3
 
 
-def bench_sampler(repeats=5):
+def bench_sampler(rounds=7, passes=3):
     cfg = dict(num=512, pos_fraction=0.25, add_gt_as_proposals=True)
     # both as the Libra configs build them, floor_thr=-1; mmdet's turns it
     # into 0 on its first image, the branch that ours_floor0 runs
@@ -128,16 +133,19 @@ def bench_sampler(repeats=5):
 
     cases = _assignments()
     torch.manual_seed(0)
-    times = {}
     sides = [('ours', draw(ours, 'ours')), ('ref', draw(ref, 'ref')),
              ('ours_floor0', draw(ours_floor0, 'ours_floor0')),
              ('ours_all', sample(ours)), ('ref_all', sample(ref)),
              ('skeleton', skeleton)]
+    rounds_times = []  # per round, each side's best of `passes`
     with one_thread():
-        for r in range(repeats):  # interleaved, order alternated; best of
-            for key, fn in alternated(sides, r):
-                t = _cpu_ms_per_image(fn, cases)
-                times[key] = min(times.get(key, t), t)
+        for _ in range(rounds):
+            best = {}
+            for p in range(passes):  # interleaved, order alternated
+                for key, fn in alternated(sides, p):
+                    t = _cpu_ms_per_image(fn, cases)
+                    best[key] = min(best.get(key, t), t)
+            rounds_times.append(best)
     # the same work: as many positives and negatives per image on each side
     assert counts['ours'] == counts['ref'] == counts['ours_floor0'], \
         'the samplers drew other counts'
@@ -147,14 +155,21 @@ def bench_sampler(repeats=5):
               'of 2000 proposals (40% of the negatives at IoU 0), 1-50 '
               "gts, 512 samples; both built with floor_thr=-1 (mmdet's "
               'sets itself to 0 on its first image); CPU time '
-              f'per image, 1 thread, best of {repeats} interleaved passes')
+              f'per image, 1 thread; in each of {rounds} rounds every '
+              f"side's best of {passes} interleaved passes; the median over "
+              'rounds of the ratio within a round (range over rounds), and '
+              'the median times')
 
     def row(name, ours_key, ref_key, what='', after=''):
+        ratios = [t[ref_key] / t[ours_key] for t in rounds_times]
+        ms = {k: statistics.median(t[k] for t in rounds_times)
+              for k in (ours_key, ref_key)}
         return dict(
             name=f'Libra: {name}',
-            value=f'{times[ref_key] / times[ours_key]:.1f}x faster',
-            detail=f'{detail}; {what}{times[ours_key]:.2f} ms vs '
-            f'{times[ref_key]:.2f} ms{after}',
+            value=f'{statistics.median(ratios):.1f}x faster',
+            detail=f'{detail}; {what}{min(ratios):.1f}-{max(ratios):.1f}x '
+            f'over rounds; {ms[ours_key]:.2f} ms vs {ms[ref_key]:.2f} ms'
+            f'{after}',
             command=COMMAND)
 
     return [
