@@ -12,10 +12,8 @@
    ``faster_rcnn_biased``: train-step time (interleaved, ratio of the
    fastest steps) and peak memory (the CUDA allocator's peak over what is
    allocated before the steps on a GPU; on a CPU the exact peak bytes of
-   the tensors a step creates, and the kernel's peak RSS, ``VmHWM`` reset
-   through ``/proc/self/clear_refs``, for reference; each config in a
-   fresh subprocess). Paper: +7 % time, -3 %
-   memory (R-50-FPN on COCO, GPU).
+   the tensors a step creates; each config in a fresh subprocess). Paper:
+   +7 % time, -3 % memory (R-50-FPN on COCO, GPU).
 
 Times are the thread's CPU time on one thread, which load from other
 processes on a shared machine does not count.
@@ -24,7 +22,6 @@ Usage: ``.venv/bin/python benchmarks/bench_sampling_free.py``
 """
 import copy
 import json
-import os
 import os.path as osp
 import statistics
 import subprocess
@@ -140,25 +137,13 @@ def bench_gls(data_root: str, iters: int = 40) -> list:
     ]
 
 
-def _rss() -> int:
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-
-
-def _peak_rss() -> int:
-    """The kernel's high-water mark of this process's RSS (``VmHWM``)."""
-    with open('/proc/self/status') as f:
-        line = next(ln for ln in f if ln.startswith('VmHWM:'))
-    return int(line.split()[1]) * 1024
-
-
 def _peak_memory_child(config: str, data_root: str) -> None:
     """Print the peak memory of 3 train steps as JSON (in a subprocess),
     over what the process holds after one warm-up step (its one-time
     allocations would count on both sides and pull the ratio to 1): on a
     GPU the CUDA allocator's peak; on a CPU the peak bytes of the tensors
-    the steps create (exact, :class:`PeakMemory`), and the peak RSS, which
-    depends on how the C allocator reuses freed memory, for reference."""
+    the steps create (exact, :class:`PeakMemory`; the process's RSS
+    follows how the C allocator keeps freed memory, not the steps)."""
     _, model, optim, batch = _setup(config, data_root)
     if config == 'faster_rcnn_sf.py':
         from mmdet_freebies.engine.hooks import GuidedLossScaling
@@ -186,14 +171,7 @@ def _peak_memory_child(config: str, data_root: str) -> None:
         with PeakMemory(tensors) as mode:
             model.train_step(data, optim)
         peaks.append(mode.peak)
-    # the RSS over steps of its own: the mode's bookkeeping would count
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')  # resets VmHWM to the current RSS
-    base = _rss()
-    for _ in range(3):
-        model.train_step(copy.deepcopy(batch), optim)
-    print(json.dumps(dict(peak=max(peaks), rss=_peak_rss() - base,
-                          cuda=False)))
+    print(json.dumps(dict(peak=max(peaks), cuda=False)))
 
 
 def bench_faster_rcnn(data_root: str, iters: int = 10) -> list:
@@ -226,15 +204,10 @@ def bench_faster_rcnn(data_root: str, iters: int = 10) -> list:
         where = ('CUDA max_memory_allocated over the memory allocated '
                  'before 3 train steps (after a warm-up step)')
     else:
-        r_b = peaks['faster_rcnn_biased.py']['rss']
-        r_s = peaks['faster_rcnn_sf.py']['rss']
         where = ('CPU: peak bytes of the tensors a train step creates '
                  '(exact, counted by a TorchDispatchMode; highest of 3 '
-                 'steps after a warm-up step); for reference the peak RSS '
-                 f'(VmHWM) growth over 3 steps, {(r_s / r_b - 1) * 100:+.0f} '
-                 f'% ({r_b / 2**20:.0f} -> {r_s / 2**20:.0f} MiB), which '
-                 "depends on the C allocator's reuse of freed memory; one "
-                 'subprocess per config, GLS attached to sf')
+                 'steps after a warm-up step); one subprocess per config, '
+                 'GLS attached to sf')
     return [
         dict(name='faster_rcnn_sf vs faster_rcnn_biased: train-step time',
              value=f'{(t_ratio - 1) * 100:+.1f} % (x{t_ratio:.3f}); '
