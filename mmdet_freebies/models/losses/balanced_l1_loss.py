@@ -259,8 +259,9 @@ class FusedBalancedL1Loss(nn.Module):
 
     A drop-in replacement for mmdet's ``BalancedL1Loss``: same arguments,
     values and gradients with the default ``paper_form=False`` (to float32
-    rounding; on empty inputs see :func:`fused_balanced_l1_loss`), faster and with one saved tensor
-    instead of autograd's chain of intermediates. A config selects it
+    rounding; on empty inputs see :func:`fused_balanced_l1_loss`), faster
+    and with one saved tensor instead of autograd's chain of
+    intermediates. A config selects it
     with ``loss_bbox=dict(_delete_=True, type='FusedBalancedL1Loss',
     alpha=0.5, gamma=1.5, beta=1.0, loss_weight=1.0)``.
 
