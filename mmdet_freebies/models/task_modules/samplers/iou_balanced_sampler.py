@@ -11,8 +11,8 @@ CVPR 2019, Sec. 3.1, Eq. (1)-(2). The sampling semantics are those of mmdet's
   settled by the top-k of random keys per tier ("taken / eligible / rest").
   The only host synchronisation is the ``nonzero`` that gathers the
   candidates, whose number sets the output size. The small constants (the
-  one-hot's rows, the bins' fractions, the per-gt quotas as a table) are
-  made once per device, not per image;
+  one-hot's rows, the bins' fractions and edges, the tiers and the per-gt
+  quotas as tables) are made once per device, not per image;
 * ``floor_thr`` is never mutated (mmdet's sets it from -1 to 0 on its first
   call, so that from the second image on the negatives at IoU 0 leave the
   bins and only fill a shortfall);
@@ -288,49 +288,79 @@ class IoUBalancedSampler(BaseSampler):
         neg_inds = neg_inds.index_select(
             0, torch.randperm(num_neg, device=iou.device))
         neg_iou = iou.index_select(0, neg_inds)
-        # bins split [low, max IoU] evenly, the maximum over all proposals as
-        # in mmdet, closed at the top so that the maximum is in the last bin
-        low = max(self.floor_thr, 0)
-        fractions = self._constant(
-            ('fractions', self.num_bins), iou.device,
-            lambda dev: torch.arange(1, self.num_bins, device=dev) /
-            self.num_bins)
-        # (no sub/add when low is 0: two kernel launches on a hot path)
-        edges = fractions * (iou.max() - low) + low if low else \
-            fractions * iou.max()
-        bins = torch.bucketize(neg_iou, edges, right=True)
         num_balanced = int(num_expected * (1 - self.floor_fraction))
         quota = num_balanced // self.num_bins
         if self.floor_thr < 0:  # every negative is balanced
+            # bins split [0, max IoU] evenly, the maximum over all proposals
+            # as in mmdet, closed at the top so that it is in the last bin
+            fractions = self._constant(
+                ('fractions', self.num_bins), iou.device,
+                lambda dev: torch.arange(1, self.num_bins, device=dev) /
+                self.num_bins)
+            bins = torch.bucketize(neg_iou, fractions * iou.max(), right=True)
             # 1. up to `quota` from each bin: the first in the random order;
             # 2. the shortfall at random from the rest
             over = _ranks(bins, self._rows(self.num_bins, iou.device)) > quota
             return neg_inds.index_select(0, _first_by_tier(over, num_expected))
-        if self.floor_thr > 0:
-            floor = (neg_iou >= 0) & (neg_iou < self.floor_thr)
-            balanced = neg_iou >= self.floor_thr
-        else:
-            floor = neg_iou == 0
-            balanced = neg_iou > 0
-        # 1. up to `quota` from each bin, as above (bin num_bins: the rest)
-        over = _ranks(bins.masked_fill_(~balanced, self.num_bins),
-                      self._rows(self.num_bins + 1, iou.device)) > quota
+        # one bucketize gives every negative its group: 0 IoU < 0, 1 the
+        # floor (under floor_thr, or at IoU 0 when it is 0), 2.. the bins
+        bins = torch.bucketize(neg_iou, self._floor_edges(iou), right=True)
+        # 1. up to `quota` from each bin, as above (groups 0 and 1 as well,
+        # whose ranks are not used)
+        over = _ranks(bins, self._rows(self.num_bins + 2, iou.device)) > quota
+        group_over = torch.add(over, bins, alpha=2)  # 2 * group + over
         if num_balanced == num_expected:
             # 2. the shortfall at random from the balanced rest, then from
             # negatives under floor_thr, then from any negative
-            # (tiers: 0 taken, 1 balanced rest, 2 floor, 3 other)
-            tiers = torch.where(balanced, over.long(), 3 - floor.long())
-            return neg_inds.index_select(
-                0, _first_by_tier(tiers, num_expected))
+            return neg_inds.index_select(0, _first_by_tier(
+                self._tiers((3, 3, 2, 2), iou.device).take(group_over),
+                num_expected))
         # 2. the bins' shortfall at random from the balanced rest ...
         first = _first_by_tier(
-            torch.where(balanced, over.long(), 2), num_balanced)
-        taken = balanced & torch.zeros_like(balanced).index_fill_(
+            self._tiers((2, 2, 2, 2), iou.device).take(group_over),
+            num_balanced)
+        taken = (bins > 1) & torch.zeros_like(over).index_fill_(
             0, first, True)
         # 3. ... and the floor_fraction share from negatives under floor_thr,
         # then from any negative, at random
-        tiers = torch.where(taken, 0, 2 - floor.long())
+        tiers = torch.where(taken, 0, 2 - (bins == 1).long())
         return neg_inds.index_select(0, _first_by_tier(tiers, num_expected))
+
+    def _floor_edges(self, iou: Tensor) -> Tensor:
+        """Bucket edges for ``floor_thr >= 0``: ``[0, floor, e_1, ...,
+        e_{num_bins - 1}]``, the e_i splitting ``[floor_thr, max IoU]``
+        evenly. ``floor`` is ``floor_thr``, or when it is 0 the smallest
+        positive float, so that IoU 0 is the floor and any IoU above it is
+        in a bin. Kept sorted, as ``bucketize`` needs, by a clamp when the
+        maximum IoU is under ``floor_thr`` (where no negative is in a
+        bin)."""
+        low = self.floor_thr
+        # in the IoUs' dtype, as comparing them with floor_thr would be
+        dtype = iou.dtype
+
+        def make(dev):
+            zero = torch.zeros((), dtype=dtype)
+            floor = low or torch.nextafter(zero, zero + 1).item()
+            offsets, least = (torch.tensor(
+                [0, floor] + [rest] * (self.num_bins - 1), dtype=dtype,
+                device=dev) for rest in (low, floor))
+            fractions = torch.arange(
+                -1, self.num_bins, dtype=dtype, device=dev).clamp_(min=0)
+            return offsets, fractions / self.num_bins, least
+
+        offsets, fractions, least = self._constant(
+            ('floor_edges', low, self.num_bins, dtype), iou.device, make)
+        span = iou.max() - low if low else iou.max()
+        return torch.addcmul(offsets, fractions, span).clamp_(min=least)
+
+    def _tiers(self, below: tuple, device: torch.device) -> Tensor:
+        """Tier (as a float key for :func:`_first_by_tier`) at index
+        ``2 * group + over``: ``below`` for groups 0 and 1, then 0 (in a
+        bin's quota) or 1 (over it) for each bin."""
+        return self._constant(
+            ('tiers', below, self.num_bins), device,
+            lambda dev: torch.tensor(below + (0., 1.) * self.num_bins,
+                                     device=dev))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(num={self.num}, '

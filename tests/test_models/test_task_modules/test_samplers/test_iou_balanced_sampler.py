@@ -419,6 +419,50 @@ def test_counts_at_the_edges_of_the_arguments(cfg, num_neg, dtype):
             assert ious[sampling.neg_inds].max() < 0.1
 
 
+def _groups_drawn(neg_ious, num, num_bins=1, **cfg):
+    """How many of each negative IoU one draw takes (no gts)."""
+    case = Case.make([], torch.zeros(len(neg_ious)))
+    case.ious = neg_ious
+    sampling, ious = case.draw(
+        _ours(num=num, pos_fraction=0.25, add_gt_as_proposals=False,
+              num_bins=num_bins, **cfg), 0)
+    drawn = ious[sampling.neg_inds]
+    return [int((drawn == v).sum()) for v in neg_ious.unique().tolist()]
+
+
+@pytest.mark.parametrize('floor_thr', [0, 0.05])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16,
+                                   torch.float64, torch.bfloat16])
+def test_bins_then_floor_then_negative_ious_as_torch_compares(floor_thr,
+                                                              dtype):
+    """With floor_thr >= 0 the negatives are taken from the bins (IoU >=
+    floor_thr, or > 0 when it is 0), then the floor (0 <= IoU < floor_thr,
+    or IoU 0), then IoU < 0 (in neither of mmdet's sets). At the
+    boundaries the groups are those of torch comparing the IoUs, in their
+    dtype, with floor_thr: 4 IoUs just under it, 4 at it (floor_thr=0:
+    at 0 and at the smallest positive float)."""
+    zero = torch.zeros((), dtype=dtype)
+    if floor_thr:
+        at = torch.tensor(floor_thr, dtype=dtype)
+        under = torch.nextafter(at, zero)
+    else:
+        at, under = torch.nextafter(zero, torch.ones((), dtype=dtype)), zero
+    neg_ious = torch.stack([zero - 1, under, at]).repeat_interleave(4)
+    assert ((neg_ious >= floor_thr) if floor_thr else neg_ious > 0).tolist() \
+        == [False] * 8 + [True] * 4
+    # counts of IoU -1, under, at; a bin's quota of 6 or 10
+    assert _groups_drawn(neg_ious, 6, floor_thr=floor_thr) == [0, 2, 4]
+    assert _groups_drawn(neg_ious, 10, floor_thr=floor_thr) == [2, 4, 4]
+
+
+def test_no_bin_when_every_iou_is_under_floor_thr():
+    """Max IoU 0.3 under floor_thr=0.5: the edges of 3 bins over [0.5, 0.3]
+    would fall below floor_thr, out of order; the IoUs are still the floor
+    and IoU < 0 comes last."""
+    neg_ious = torch.tensor([-1.] * 4 + [0.3] * 8)
+    assert _groups_drawn(neg_ious, 10, num_bins=3, floor_thr=0.5) == [2, 8]
+
+
 @pytest.mark.parametrize('instance_balanced_pos', [False, True])
 def test_counts_exact_and_unique_on_random_assignments(instance_balanced_pos):
     """2000 proposals, 1 to 50 gts, 512 samples: exactly
