@@ -313,11 +313,11 @@ class IoUBalancedSampler(BaseSampler):
             # 2. the shortfall at random from the balanced rest, then from
             # negatives under floor_thr, then from any negative
             return neg_inds.index_select(0, _first_by_tier(
-                self._tiers((3, 3, 2, 2), iou.device).take(group_over),
+                self._tiers(3, 2, iou.device).take(group_over),
                 num_expected))
         # 2. the bins' shortfall at random from the balanced rest ...
         first = _first_by_tier(
-            self._tiers((2, 2, 2, 2), iou.device).take(group_over),
+            self._tiers(2, 2, iou.device).take(group_over),
             num_balanced)
         taken = (bins > 1) & torch.zeros_like(over).index_fill_(
             0, first, True)
@@ -331,9 +331,9 @@ class IoUBalancedSampler(BaseSampler):
         e_{num_bins - 1}]``, the e_i splitting ``[floor_thr, max IoU]``
         evenly. ``floor`` is ``floor_thr``, or when it is 0 the smallest
         positive float, so that IoU 0 is the floor and any IoU above it is
-        in a bin. Kept sorted, as ``bucketize`` needs, by a clamp when the
-        maximum IoU is under ``floor_thr`` (where no negative is in a
-        bin)."""
+        in a bin. A clamp keeps them sorted, as ``bucketize`` needs, when no
+        negative can be in a bin: the maximum IoU under ``floor_thr``, or 0
+        with ``floor_thr=0``."""
         low = self.floor_thr
         # in the IoUs' dtype, as comparing them with floor_thr would be
         dtype = iou.dtype
@@ -341,9 +341,12 @@ class IoUBalancedSampler(BaseSampler):
         def make(dev):
             zero = torch.zeros((), dtype=dtype)
             floor = low or torch.nextafter(zero, zero + 1).item()
-            offsets, least = (torch.tensor(
-                [0, floor] + [rest] * (self.num_bins - 1), dtype=dtype,
-                device=dev) for rest in (low, floor))
+            # [0, floor, low, ...] and [0, floor, floor, ...]
+            offsets, least = (torch.full(
+                (self.num_bins + 1, ), rest, dtype=dtype, device=dev)
+                for rest in (low, floor))
+            offsets[:2] = least[:2] = floor
+            offsets[0] = least[0] = 0
             fractions = torch.arange(
                 -1, self.num_bins, dtype=dtype, device=dev).clamp_(min=0)
             return offsets, fractions / self.num_bins, least
@@ -353,14 +356,19 @@ class IoUBalancedSampler(BaseSampler):
         span = iou.max() - low if low else iou.max()
         return torch.addcmul(offsets, fractions, span).clamp_(min=least)
 
-    def _tiers(self, below: tuple, device: torch.device) -> Tensor:
-        """Tier (as a float key for :func:`_first_by_tier`) at index
-        ``2 * group + over``: ``below`` for groups 0 and 1, then 0 (in a
-        bin's quota) or 1 (over it) for each bin."""
-        return self._constant(
-            ('tiers', below, self.num_bins), device,
-            lambda dev: torch.tensor(below + (0., 1.) * self.num_bins,
-                                     device=dev))
+    def _tiers(self, other: int, floor: int,
+               device: torch.device) -> Tensor:
+        """Tier (a float, for :func:`_first_by_tier`'s keys) at index
+        ``2 * group + over``: ``other`` for group 0 (IoU < 0), ``floor`` for
+        group 1, then for each bin 0 in its quota and 1 over it."""
+        def make(dev):
+            table = torch.arange(2 * self.num_bins + 4, device=dev) % 2
+            table = table.float()
+            table[:2], table[2:4] = other, floor
+            return table
+
+        return self._constant(('tiers', other, floor, self.num_bins),
+                              device, make)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(num={self.num}, '
