@@ -598,13 +598,16 @@ def test_sample_is_base_sample_without_unique(cfg, pos_per_gt, boxes):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-def test_one_host_synchronisation_per_draw_on_cuda():
-    """Only the nonzero that gathers the candidates synchronises; mmdet's
-    samplers round-trip through numpy."""
+@pytest.mark.parametrize('cfg', [
+    dict(), dict(floor_thr=0), dict(floor_thr=0.05, floor_fraction=0.5)])
+def test_one_host_synchronisation_per_draw_on_cuda(cfg):
+    """Only the nonzero that gathers the candidates synchronises, in each
+    branch of the negatives; mmdet's samplers round-trip through numpy."""
     case = Case.make([10, 5], _neg_ious())
     result = AssignResult(case.num_gts, case.gt_inds.cuda(),
                           case.ious.cuda(), case.labels.cuda())
-    sampler = _ours(num=128, pos_fraction=0.25, instance_balanced_pos=True)
+    sampler = _ours(num=128, pos_fraction=0.25, instance_balanced_pos=True,
+                    **cfg)
     torch.cuda.set_sync_debug_mode('warn')
     try:
         with warnings.catch_warnings(record=True) as caught:
