@@ -103,7 +103,7 @@ def bench_gls(data_root: str, iters: int = 40) -> list:
                 plain.append(_step(model, optim, batch))
     # each pair's ratio, as bench_health.py
     q1, ratio, q3 = statistics.quantiles(
-        sorted(g / p for g, p in zip(guided, plain)), n=4)
+        [g / p for g, p in zip(guided, plain)], n=4)
     # The rescaling itself, on the model's own loss dict.
     with torch.no_grad():
         losses = model(**model.data_preprocessor(batch, True), mode='loss')
