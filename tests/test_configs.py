@@ -10,7 +10,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.logging import MessageHub
 from mmengine.registry import init_default_scope
@@ -20,7 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmdet.registry import DATASETS, MODELS
 
-from helpers import CONFIGS
+from helpers import CONFIGS, repo_config
 
 ALL_CONFIGS = sorted(osp.basename(p)
                      for p in glob.glob(osp.join(CONFIGS, '*.py')))
@@ -93,7 +92,7 @@ def test_yolov3_syncbn_trains_every_bn_layer_synced():
     is SyncBN and uses batch statistics in training, the backbone's too
     (mmdet's Darknet defaults to norm_eval=True)."""
     init_default_scope('mmdet')
-    cfg = Config.fromfile(osp.join(CONFIGS, 'yolov3_syncbn.py'))
+    cfg = repo_config('yolov3_syncbn.py')
     model = MODELS.build(cfg.model)
     model.train()
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
@@ -135,7 +134,7 @@ def test_random_shapes_pads_after_flip_and_distortion(toy_cfg):
         assert not out[h:].any() and not out[:, w:].any()
     assert padded >= 4  # the crop made some of them non-square
     # the mixup rows restate the pipeline: the same order after the resize
-    mixup = Config.fromfile(osp.join(CONFIGS, 'yolov3_mixup.py'))
+    mixup = repo_config('yolov3_mixup.py')
     assert [t.type for t in mixup.train_pipeline][-4:-1] == \
         [t.type for t in pipeline][-4:-1] == [
             'RandomFlip', 'PhotoMetricDistortion', 'Pad']
@@ -148,7 +147,7 @@ def test_dense_sampling_free_configs_follow_the_2021_code(name, prior):
     """The code behind the published FCOS/ATSS/PAA numbers: a constant
     prior, GLS by the mean of box and quality losses, frozen after 100."""
     hooks = {h['type']: h for h in
-             Config.fromfile(osp.join(CONFIGS, name)).custom_hooks}
+             repo_config(name).custom_hooks}
     assert hooks['OptimalBiasInit'] == dict(type='OptimalBiasInit',
                                             prior=prior)
     assert hooks['GuidedLossScaling'] == dict(
@@ -160,7 +159,7 @@ def test_tta_merges_with_the_test_nms():
     0.55) changes the one --tta merges its flipped results with too."""
     checked = {}
     for name in ALL_CONFIGS:
-        cfg = Config.fromfile(osp.join(CONFIGS, name))
+        cfg = repo_config(name)
         test_cfg = cfg.model.get('test_cfg') or {}
         nms = (test_cfg.get('rcnn') or test_cfg).get('nms')
         if nms is not None and 'tta_model' in cfg:

@@ -80,9 +80,11 @@ def test_train_toy_end_to_end(tmp_path, toy_data_root):
         assert len(pickle.load(f)) == 8  # every val image of the fixture
     # mmdet's VisualizationHook paints them under <work dir>/<timestamp>/
     assert len(glob.glob(osp.join(work, '*', 'painted', '*.png'))) == 8
-    proc = _run(test_cmd + ['--out', str(tmp_path / 'preds.json')])
-    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
-    assert 'must be a .pkl or .pickle file' in proc.stderr
+    # a non-pickle --out is refused before the runner is built (in-process,
+    # as a process start costs ~8 s: test_bad_input_is_one_line_on_stderr
+    # checks a real process's error exit)
+    with pytest.raises(SystemExit, match=r'must be a \.pkl or \.pickle'):
+        _test_tool().main(test_cmd[2:] + ['--out', str(tmp_path / 'p.json')])
     # --tta: the config's TTA (mmdet's RetinaNet one: 3 scales, all at the
     # toy size here, x 2 flips) runs, evaluates and merges its passes
     tta_out = str(tmp_path / 'tta.pkl')
@@ -100,7 +102,7 @@ def test_train_toy_end_to_end(tmp_path, toy_data_root):
 @pytest.mark.slow
 def test_resume_continues_with_same_optimizer_state(tmp_path,
                                                     toy_data_root):
-    """Train 2 epochs saving each, then resume from epoch 1 in-process:
+    """Train 2 epochs saving each, then resume from epoch 1, in-process:
     the runner continues at the saved iteration with the saved optimizer
     state, and torch's weights-only loader stays on."""
     train = import_tool('train')
@@ -108,10 +110,10 @@ def test_resume_continues_with_same_optimizer_state(tmp_path,
             'default_hooks.checkpoint.interval=1',
             'default_hooks.checkpoint.max_keep_ckpts=3']
     first = str(tmp_path / 'first')
-    proc = _run([sys.executable, TRAIN, f'{CONFIGS}/retinanet_fl.py',
-                 '--toy', 'tiny', '--toy-data', toy_data_root,
-                 '--work-dir', first] + opts)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # mmengine's visualizer is a per-name singleton in this process
+    train.main([f'{CONFIGS}/retinanet_fl.py', '--toy', 'tiny', '--toy-data',
+                toy_data_root, '--work-dir', first] + opts +
+               ['visualizer.name=vis_first'])
     ckpt = osp.join(first, 'epoch_1.pth')
 
     # Without the pack's allowlist, torch >= 2.6 refuses the checkpoint.
@@ -128,7 +130,7 @@ def test_resume_continues_with_same_optimizer_state(tmp_path,
     runner = train.build_runner(train.parse_args([
         f'{CONFIGS}/retinanet_fl.py', '--toy', 'tiny', '--toy-data',
         toy_data_root, '--work-dir', str(tmp_path / 'resumed'), '--resume',
-        ckpt] + opts))
+        ckpt] + opts + ['visualizer.name=vis_resumed']))
     runner._train_loop = runner.build_train_loop(runner._train_loop)
     runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
     runner.load_or_resume()
@@ -279,36 +281,36 @@ def test_slurm_scripts_train_and_test_through_srun(tmp_path, toy_data_root):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU path')
 def test_slurm_launcher_outside_srun_says_what_is_missing(
-        toy_data_root):
-    def train(env):
-        return _run(
-            [sys.executable, TRAIN, f'{CONFIGS}/retinanet_fl.py', '--toy',
-             'tiny', '--toy-data', toy_data_root, '--launcher', 'slurm'],
-            env=env, timeout=300)
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith('SLURM')}
-    proc = train(env)
-    assert proc.returncode != 0
+        toy_data_root, monkeypatch):
+    """In-process, as a process start costs ~8 s (see
+    test_bad_input_is_one_line_on_stderr for a real process's exit)."""
+    for key in list(os.environ):
+        if key.startswith('SLURM'):
+            monkeypatch.delenv(key)
+    # the launcher sets these; setting them first has monkeypatch restore
+    for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_PORT',
+                'MASTER_ADDR'):
+        monkeypatch.setenv(key, '')
+        monkeypatch.delenv(key)
+    args = ['--toy', 'tiny', '--launcher', 'slurm']
     assert ('--launcher slurm needs SLURM_PROCID, SLURM_NTASKS, '
-            'SLURM_NODELIST') in proc.stderr
-    assert 'Traceback' not in proc.stderr
+            'SLURM_NODELIST') in _train_error(args, toy_data_root)
     # no MASTER_ADDR and no scontrol to expand the node list
-    env.update(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_NODELIST='node[1-2]',
-               PATH=BIN)
-    env.pop('MASTER_ADDR', None)
-    proc = train(env)
-    assert proc.returncode != 0
-    assert "cannot expand SLURM_NODELIST='node[1-2]'" in proc.stderr
-    assert 'set MASTER_ADDR' in proc.stderr
+    monkeypatch.setenv('PATH', BIN)
+    for key, value in dict(SLURM_PROCID='0', SLURM_NTASKS='1',
+                           SLURM_NODELIST='node[1-2]').items():
+        monkeypatch.setenv(key, value)
+    message = _train_error(args, toy_data_root)
+    assert "cannot expand SLURM_NODELIST='node[1-2]'" in message
+    assert 'set MASTER_ADDR' in message
 
 
 @pytest.mark.slow
 def test_mim_train(tmp_path, toy_data_root):
     cfg = str(tmp_path / 'retinanet_toy.py')
-    proc = _run([sys.executable, 'tools/toy_config.py',
-                 f'{CONFIGS}/retinanet_fl.py', '--size', 'tiny',
-                 '--toy-data', toy_data_root, '--out', cfg])
-    assert proc.returncode == 0, proc.stderr
+    import_tool('toy_config').main([f'{CONFIGS}/retinanet_fl.py', '--size',
+                                    'tiny', '--toy-data', toy_data_root,
+                                    '--out', cfg])
     work = str(tmp_path / 'mim')
     proc = _run([osp.join(BIN, 'mim'), 'train', 'mmdet', cfg,
                  '--work-dir', work])
@@ -480,22 +482,27 @@ def test_tta_defaults_are_mmdets_and_warn(monkeypatch, toy_data_root,
     ('retinanet_ce_sf.py', False),  # the config's; OptimalBiasInit checks
 ])
 def test_tta_runs_end_to_end(config, defaults, toy_cfg, toy_data_root,
-                             tmp_path):
+                             tmp_path, capfd):
     """Every image is predicted once from its merged passes, and COCO
     evaluation runs; the pack's hooks find the detector inside the TTA
-    model (OptimalBiasInit checks its head before any run)."""
+    model (OptimalBiasInit checks its head before any run). In-process
+    (the command line's TTA runs in test_train_toy_end_to_end)."""
     from mmdet.registry import MODELS
     checkpoint = str(tmp_path / 'init.pth')
     torch.save({'state_dict': MODELS.build(
         toy_cfg(config).model).state_dict()}, checkpoint)
     out = str(tmp_path / 'tta.pkl')
-    proc = _run([sys.executable, TEST, f'{CONFIGS}/{config}', checkpoint,
-                 '--toy', 'tiny', '--toy-data', toy_data_root, '--tta',
-                 '--out', out, '--work-dir', str(tmp_path / 'w'),
-                 '--cfg-options', 'model.test_cfg.score_thr=0'])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert ('has no tta_pipeline' in proc.stderr) == defaults
-    assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        _test_tool().main([
+            f'{CONFIGS}/{config}', checkpoint, '--toy', 'tiny', '--toy-data',
+            toy_data_root, '--tta', '--out', out, '--work-dir',
+            str(tmp_path / 'w'), '--cfg-options', 'model.test_cfg.score_thr=0',
+            # mmengine's visualizer is a per-name singleton in this process
+            f'visualizer.name=vis_tta_{config}'])
+    assert any('has no tta_pipeline' in str(w.message)
+               for w in caught) == defaults
+    assert 'coco/bbox_mAP' in ''.join(capfd.readouterr())
     with open(out, 'rb') as f:
         results = pickle.load(f)
     assert len(results) == 8 and all(

@@ -2,7 +2,6 @@
 own target code on real feature maps, stability and per-class priors."""
 import copy
 import math
-import os.path as osp
 from types import SimpleNamespace
 
 import numpy as np
@@ -22,9 +21,8 @@ from mmdet_freebies.models.task_modules.prior_estimator import (
     PriorEstimate, _count_yolov3, _paa_candidates, estimate_prior,
     featmap_sizes_of, prior_to_bias, sample_indices)
 
-from helpers import json_per_rank
+from helpers import json_per_rank, repo_config
 
-CONFIG_DIR = osp.join(osp.dirname(__file__), '..', '..', '..', 'configs')
 CONFIGS = [
     'retinanet_fl.py', 'atss_fl.py', 'paa_fl.py', 'fcos_fl.py',
     'faster_rcnn_biased.py', 'yolov3_baseline.py'
@@ -155,14 +153,13 @@ def test_bad_arguments():
 def build(toy_data_root):
     """``build(name) -> (model, dataset)`` on the toy data, cached per
     module: building is the slow part of these tests."""
-    from mmengine.config import Config
     from mmdet_freebies.utils.toy import apply_toy
     cache = {}
 
     def get(name):
         if name not in cache:
             init_default_scope('mmdet')
-            cfg = apply_toy(Config.fromfile(osp.join(CONFIG_DIR, name)),
+            cfg = apply_toy(repo_config(name),
                             'tiny', toy_data_root)
             torch.manual_seed(0)
             cache[name] = (MODELS.build(cfg.model),
@@ -498,10 +495,9 @@ def test_ranks_agree_on_the_classes_they_saw(tmp_path):
 def test_no_positives_warns_and_no_assigner_fails(toy_data_root):
     """Images whose boxes were all filtered out give no positive prior (a
     warning, prior 0); a head built without train_cfg cannot assign."""
-    from mmengine.config import Config
     from mmdet_freebies.utils.toy import apply_toy
     init_default_scope('mmdet')
-    cfg = apply_toy(Config.fromfile(osp.join(CONFIG_DIR, 'retinanet_fl.py')),
+    cfg = apply_toy(repo_config('retinanet_fl.py'),
                     'tiny', toy_data_root)
     pipeline = cfg.train_dataloader.dataset.pipeline
     pipeline.insert(-1, dict(type='FilterAnnotations',
