@@ -9,7 +9,7 @@ from mmengine.config import Config
 from mmdet_freebies.datasets.toy import make_toy_dataset
 from mmdet_freebies.utils.toy import apply_toy
 
-from helpers import CONFIGS, repo_config
+from helpers import CONFIGS, is_repo_config, repo_config
 
 # The toy models are tiny: one intra-op thread is faster than two on a
 # 2-core machine, and leaves the other core to dataloaders and subprocesses.
@@ -35,10 +35,8 @@ def toy_cfg(toy_data_root):
     def load(path: str, size: str = 'tiny') -> Config:
         if not osp.isabs(path) and not osp.exists(path):
             path = osp.join(CONFIGS, path)
-        if osp.dirname(osp.realpath(path)) == osp.realpath(CONFIGS):
-            cfg = repo_config(path)
-        else:
-            cfg = Config.fromfile(path)
+        cfg = repo_config(path) if is_repo_config(path) else \
+            Config.fromfile(path)
         return apply_toy(cfg, size, toy_data_root)
 
     return load

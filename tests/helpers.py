@@ -20,15 +20,20 @@ def _read_repo_config(path: str) -> Config:
     return Config.fromfile(path)
 
 
+def is_repo_config(path: str) -> bool:
+    """Whether the file ``path`` is in ``configs/``."""
+    return osp.dirname(osp.realpath(path)) == osp.realpath(CONFIGS)
+
+
 def repo_config(path: str) -> Config:
     """``Config.fromfile`` of a config of ``configs/`` (a bare name, or a
     path in it), as a fresh copy. Each is read once per session: the suite
     loads the shipped configs hundreds of times, at ~0.4 s each with their
     mmdet ``_base_`` chains, and no test changes them."""
-    path = osp.realpath(osp.join(CONFIGS, path))
-    if osp.dirname(path) != osp.realpath(CONFIGS):
+    path = osp.join(CONFIGS, path)
+    if not is_repo_config(path):
         raise ValueError(f'{path!r} is not a config of {CONFIGS!r}')
-    return copy.deepcopy(_read_repo_config(path))
+    return copy.deepcopy(_read_repo_config(osp.realpath(path)))
 
 
 def import_tool(name: str):
