@@ -123,13 +123,16 @@ def bench_sampler(rounds=7, passes=3):
 
     def skeleton(result, pred, gt):
         """Only the ops any random-order + top-k design pays per side:
-        gather the candidates, shuffle them, draw keys, take the top-k."""
+        gather the candidates, shuffle them, draw keys, take the top-k (in
+        inference mode, as the pack draws), gather the drawn."""
         for mask, k in ((result.gt_inds > 0, num_pos),
                         (result.gt_inds == 0, cfg['num'] - num_pos)):
             inds = torch.nonzero(mask).view(-1)
-            inds.index_select(0, torch.randperm(inds.numel()))
-            torch.rand(inds.numel()).topk(
-                min(k, inds.numel()), largest=False, sorted=False)
+            with torch._C._InferenceMode(True):
+                inds = inds.index_select(0, torch.randperm(inds.numel()))
+                chosen = torch.rand(inds.numel()).topk(
+                    min(k, inds.numel()), largest=False, sorted=False)[1]
+            inds.index_select(0, chosen)
 
     cases = _assignments()
     torch.manual_seed(0)

@@ -12,7 +12,9 @@ CVPR 2019, Sec. 3.1, Eq. (1)-(2). The sampling semantics are those of mmdet's
   The only host synchronisation is the ``nonzero`` that gathers the
   candidates, whose number sets the output size. The small constants (the
   one-hot's rows, the bins' fractions and edges, the tiers and the per-gt
-  quotas as tables) are made once per device, not per image;
+  quotas as tables) are made once per device, not per image. The drawing
+  runs in inference mode, and only the indices it selects leave it, as
+  normal tensors;
 * ``floor_thr`` is never mutated (mmdet's sets it from -1 to 0 on its first
   call, so that from the second image on the negatives at IoU 0 leave the
   bins and only fill a shortfall);
@@ -25,6 +27,7 @@ CVPR 2019, Sec. 3.1, Eq. (1)-(2). The sampling semantics are those of mmdet's
   both index sets and, on a GPU, synchronises the host twice more per image.
 """
 import math
+from typing import Tuple
 
 import torch
 from torch import Tensor
@@ -37,6 +40,13 @@ from mmengine.structures import InstanceData
 
 from ....utils.checks import is_int, is_real
 
+# The drawing runs in inference mode: without autograd's and view tracking's
+# dispatch, each of its ~20 small ops per side costs less (measured in
+# docs/libra.md). Only the indices made from it leave, outside the mode, as
+# normal tensors. ``torch.inference_mode()``'s Python wrapper costs most of
+# that gain at this size, hence the class it wraps.
+_InferenceMode = torch._C._InferenceMode
+
 
 def _counts(groups: Tensor, rows: Tensor) -> Tensor:
     """Running count of each group, shape ``(len(rows), len(groups))``: row
@@ -46,9 +56,10 @@ def _counts(groups: Tensor, rows: Tensor) -> Tensor:
     A running count of the one-hot membership, not a sort: sorting a few
     thousand random keys costs several times this on a CPU. The comparison
     writes int64 directly: a bool result takes a slower mixed-type kernel on
-    a CPU, then a cast for the cumsum.
+    a CPU, then a cast for the cumsum. ``shape[0]``, not ``len()``: a
+    tensor's ``__len__`` is Python, ~2.5 us a call here.
     """
-    counts = groups.new_empty((len(rows), groups.numel()))
+    counts = groups.new_empty((rows.shape[0], groups.numel()))
     return torch.eq(groups, rows, out=counts).cumsum_(1)
 
 
@@ -182,7 +193,7 @@ class IoUBalancedSampler(BaseSampler):
         lookup is one ``take`` and no host synchronisation."""
         key = (('per_gt', num_expected), device)
         table = self._constants.get(key)
-        if table is None or len(table) <= num_gts:  # more gts than before
+        if table is None or table.shape[0] <= num_gts:  # more gts than before
             n = torch.arange(num_gts + 1, device=device).clamp_(min=1)
             expected = torch.full_like(n, num_expected)
             quotient = expected.div(n, rounding_mode='floor')
@@ -246,21 +257,42 @@ class IoUBalancedSampler(BaseSampler):
     def _sample_pos(self, assign_result: AssignResult, num_expected: int,
                     **kwargs) -> Tensor:
         """Unique indices of ``min(num_pos, num_expected)`` positives."""
-        gt_inds = assign_result.gt_inds
-        pos_inds = torch.nonzero(gt_inds > 0).view(-1)
-        num_pos = pos_inds.numel()
-        if num_pos <= num_expected:
+        pos_inds = torch.nonzero(assign_result.gt_inds > 0).view(-1)
+        if pos_inds.numel() <= num_expected:
             return pos_inds
-        order = torch.randperm(num_pos, device=gt_inds.device)
+        with _InferenceMode(True):
+            pos_inds, chosen = self._draw_pos(assign_result, pos_inds,
+                                              num_expected)
+        # outside inference mode: a normal tensor, which autograd may save
+        return pos_inds.index_select(0, chosen)
+
+    def _sample_neg(self, assign_result: AssignResult, num_expected: int,
+                    **kwargs) -> Tensor:
+        """Unique indices of ``min(num_neg, num_expected)`` negatives."""
+        neg_inds = torch.nonzero(assign_result.gt_inds == 0).view(-1)
+        if neg_inds.numel() <= num_expected:
+            return neg_inds
+        with _InferenceMode(True):
+            neg_inds, chosen = self._draw_neg(assign_result.max_overlaps,
+                                              neg_inds, num_expected)
+        return neg_inds.index_select(0, chosen)
+
+    def _draw_pos(self, assign_result: AssignResult, pos_inds: Tensor,
+                  num_expected: int) -> Tuple[Tensor, Tensor]:
+        """The positives ``pos_inds`` (more than ``num_expected``) in a
+        random order, and the positions of the ``num_expected`` drawn."""
+        gt_inds = assign_result.gt_inds
+        device = gt_inds.device
+        order = torch.randperm(pos_inds.numel(), device=device)
         if not self.instance_balanced_pos:
-            return pos_inds.index_select(0, order[:num_expected])
+            return pos_inds, order[:num_expected]
         # in a random order, the first round(num_expected / instances) + 1
         # of each gt are a random draw of that many
         pos_inds = pos_inds.index_select(0, order)
         pos_gts = gt_inds.index_select(0, pos_inds)
         # rows 0..num_gts, row 0 (no gt) empty: gt_inds index them as they are
         counts = _counts(pos_gts,
-                         self._rows(assign_result.num_gts + 1, gt_inds.device))
+                         self._rows(assign_result.num_gts + 1, device))
         try:
             ranks = counts.gather(0, pos_gts.view(1, -1)).view(-1)
         # caught, not checked: a check would cost a reduction per image (a
@@ -271,22 +303,20 @@ class IoUBalancedSampler(BaseSampler):
                 f'{int(pos_gts.max())} but num_gts={assign_result.num_gts}'
             ) from error
         per_gt = self._per_gt(num_expected, assign_result.num_gts,
-                              gt_inds.device).take(
+                              device).take(
                                   counts.select(1, -1).count_nonzero())
         over = ranks > per_gt
         # trim to num_expected at random, or top up from the rest at random
-        return pos_inds.index_select(0, _first_by_tier(over, num_expected))
+        return pos_inds, _first_by_tier(over, num_expected)
 
-    def _sample_neg(self, assign_result: AssignResult, num_expected: int,
-                    **kwargs) -> Tensor:
-        """Unique indices of ``min(num_neg, num_expected)`` negatives."""
-        iou = assign_result.max_overlaps
-        neg_inds = torch.nonzero(assign_result.gt_inds == 0).view(-1)
-        num_neg = neg_inds.numel()
-        if num_neg <= num_expected:
-            return neg_inds
+    def _draw_neg(self, iou: Tensor, neg_inds: Tensor,
+                  num_expected: int) -> Tuple[Tensor, Tensor]:
+        """The negatives ``neg_inds`` (more than ``num_expected``) in a
+        random order, and the positions of the ``num_expected`` drawn;
+        ``iou`` the max IoU of every proposal."""
+        device = iou.device
         neg_inds = neg_inds.index_select(
-            0, torch.randperm(num_neg, device=iou.device))
+            0, torch.randperm(neg_inds.numel(), device=device))
         neg_iou = iou.index_select(0, neg_inds)
         num_balanced = int(num_expected * (1 - self.floor_fraction))
         quota = num_balanced // self.num_bins
@@ -294,37 +324,36 @@ class IoUBalancedSampler(BaseSampler):
             # bins split [0, max IoU] evenly, the maximum over all proposals
             # as in mmdet, closed at the top so that it is in the last bin
             fractions = self._constant(
-                ('fractions', self.num_bins), iou.device,
+                ('fractions', self.num_bins), device,
                 lambda dev: torch.arange(1, self.num_bins, device=dev) /
                 self.num_bins)
             bins = torch.bucketize(neg_iou, fractions * iou.max(), right=True)
             # 1. up to `quota` from each bin: the first in the random order;
             # 2. the shortfall at random from the rest
-            over = _ranks(bins, self._rows(self.num_bins, iou.device)) > quota
-            return neg_inds.index_select(0, _first_by_tier(over, num_expected))
+            over = _ranks(bins, self._rows(self.num_bins, device)) > quota
+            return neg_inds, _first_by_tier(over, num_expected)
         # one bucketize gives every negative its group: 0 IoU < 0, 1 the
         # floor (under floor_thr, or at IoU 0 when it is 0), 2.. the bins
         bins = torch.bucketize(neg_iou, self._floor_edges(iou), right=True)
         # 1. up to `quota` from each bin, as above (groups 0 and 1 as well,
         # whose ranks are not used)
-        over = _ranks(bins, self._rows(self.num_bins + 2, iou.device)) > quota
+        over = _ranks(bins, self._rows(self.num_bins + 2, device)) > quota
         group_over = torch.add(over, bins, alpha=2)  # 2 * group + over
         if num_balanced == num_expected:
             # 2. the shortfall at random from the balanced rest, then from
             # negatives under floor_thr, then from any negative
-            return neg_inds.index_select(0, _first_by_tier(
-                self._tiers(3, 2, iou.device).take(group_over),
-                num_expected))
+            return neg_inds, _first_by_tier(
+                self._tiers(3, 2, device).take(group_over), num_expected)
         # 2. the bins' shortfall at random from the balanced rest ...
         first = _first_by_tier(
-            self._tiers(2, 2, iou.device).take(group_over),
+            self._tiers(2, 2, device).take(group_over),
             num_balanced)
         taken = (bins > 1) & torch.zeros_like(over).index_fill_(
             0, first, True)
         # 3. ... and the floor_fraction share from negatives under floor_thr,
         # then from any negative, at random
         tiers = torch.where(taken, 0, 2 - (bins == 1).long())
-        return neg_inds.index_select(0, _first_by_tier(tiers, num_expected))
+        return neg_inds, _first_by_tier(tiers, num_expected)
 
     def _floor_edges(self, iou: Tensor) -> Tensor:
         """Bucket edges for ``floor_thr >= 0``: ``[0, floor, e_1, ...,

@@ -597,6 +597,35 @@ def test_sample_is_base_sample_without_unique(cfg, pos_per_gt, boxes):
     assert not torch.equal(ours.neg_inds, ours.neg_inds.sort()[0])
 
 
+@pytest.mark.parametrize('cfg', [
+    dict(instance_balanced_pos=True),
+    dict(instance_balanced_pos=False),
+    dict(floor_thr=0),
+    dict(floor_thr=0.05, floor_fraction=0.5),
+])
+@pytest.mark.parametrize('pos_per_gt,neg_ious', [
+    ([30, 8, 2], _neg_ious()),  # more than wanted on both sides: drawn
+    ([3, 2], [0.1, 0.2]),  # fewer: all returned
+])
+def test_indices_are_normal_tensors_for_autograd(cfg, pos_per_gt, neg_ious):
+    """The drawing runs in inference mode; what it returns must not be an
+    inference tensor, which autograd refuses to save and which cannot be
+    changed in place outside the mode."""
+    case = Case.make(pos_per_gt, neg_ious)
+    sampling, ious = case.draw(_ours(num=64, pos_fraction=0.5, **cfg), 0)
+    for name, value in vars(sampling).items():
+        if isinstance(value, torch.Tensor):
+            assert not value.is_inference(), name
+    scores = torch.rand(len(ious), requires_grad=True)  # one per proposal
+    scores[sampling.pos_inds].sum().backward()  # saves the index
+    assert scores.grad.sum() == sampling.pos_inds.numel()
+    scores.grad = None
+    scores[sampling.neg_inds].sum().backward()
+    assert scores.grad.sum() == sampling.neg_inds.numel()
+    sampling.pos_inds.add_(0)
+    sampling.neg_inds.add_(0)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 @pytest.mark.parametrize('cfg', [
     dict(), dict(floor_thr=0), dict(floor_thr=0.05, floor_fraction=0.5)])
