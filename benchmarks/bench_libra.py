@@ -9,7 +9,8 @@
   ``floor_thr=0``, the branch mmdet's runs from its second image on), the
   whole ``sample()`` (gts added as proposals), and as a lower bound the
   ops any random-order + top-k sampler pays (``nonzero``, ``randperm``,
-  ``rand``, ``topk``) without the IoU bins or the per-gt quota.
+  ``rand``, ``topk``, the draw in inference mode as in the pack) without
+  the IoU bins or the per-gt quota.
 * Loss: forward + backward of ``FusedBalancedL1Loss`` against mmdet's
   ``BalancedL1Loss`` on 1M elements ((250000, 4), element-wise weights,
   ``avg_factor``, as the RoI head calls it); median time, and peak memory.
@@ -183,7 +184,8 @@ def bench_sampler(rounds=7, passes=3):
             'from its second image on (IoU-0 negatives out of the bins); '),
         row('lower bound of a random-order + top-k sampler (a sketch, not '
             'the pack)', 'skeleton', 'ref', 'nonzero, randperm, rand and '
-            'topk only, per side, without the IoU bins or per-gt quota; '),
+            'topk only, per side (drawn in inference mode, as the pack '
+            'does), without the IoU bins or per-gt quota; '),
         row('IoU-balanced sampler, whole sample()', 'ours_all', 'ref_all',
             'includes adding the gts as proposals and building the '
             "SamplingResult (mmdet's BaseSampler.sample also runs unique() "
