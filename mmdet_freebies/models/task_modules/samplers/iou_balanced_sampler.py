@@ -70,6 +70,20 @@ def _ranks(groups: Tensor, rows: Tensor) -> Tensor:
     return _counts(groups, rows).gather(0, groups.view(1, -1)).view(-1)
 
 
+def _draw_from(candidates: Tensor, num: int, draw, context) -> Tensor:
+    """Indices of the ``candidates`` (a mask), all of them when there are
+    ``num`` or fewer, else the ``num`` that ``draw(context, indices, num)``
+    picks: it runs in inference mode and returns the indices reordered and
+    the positions drawn. The gathers either side run outside the mode, so
+    that what is returned is a normal tensor, which autograd may save."""
+    inds = torch.nonzero(candidates).view(-1)
+    if inds.numel() <= num:
+        return inds
+    with _InferenceMode(True):
+        inds, chosen = draw(context, inds, num)
+    return inds.index_select(0, chosen)
+
+
 def _first_by_tier(tiers: Tensor, num: int) -> Tensor:
     """Indices of the first ``num`` elements ordered by tier (0, 1, ...),
     uniformly at random inside a tier: all of tier 0, then a random part of
@@ -257,25 +271,14 @@ class IoUBalancedSampler(BaseSampler):
     def _sample_pos(self, assign_result: AssignResult, num_expected: int,
                     **kwargs) -> Tensor:
         """Unique indices of ``min(num_pos, num_expected)`` positives."""
-        pos_inds = torch.nonzero(assign_result.gt_inds > 0).view(-1)
-        if pos_inds.numel() <= num_expected:
-            return pos_inds
-        with _InferenceMode(True):
-            pos_inds, chosen = self._draw_pos(assign_result, pos_inds,
-                                              num_expected)
-        # outside inference mode: a normal tensor, which autograd may save
-        return pos_inds.index_select(0, chosen)
+        return _draw_from(assign_result.gt_inds > 0, num_expected,
+                          self._draw_pos, assign_result)
 
     def _sample_neg(self, assign_result: AssignResult, num_expected: int,
                     **kwargs) -> Tensor:
         """Unique indices of ``min(num_neg, num_expected)`` negatives."""
-        neg_inds = torch.nonzero(assign_result.gt_inds == 0).view(-1)
-        if neg_inds.numel() <= num_expected:
-            return neg_inds
-        with _InferenceMode(True):
-            neg_inds, chosen = self._draw_neg(assign_result.max_overlaps,
-                                              neg_inds, num_expected)
-        return neg_inds.index_select(0, chosen)
+        return _draw_from(assign_result.gt_inds == 0, num_expected,
+                          self._draw_neg, assign_result.max_overlaps)
 
     def _draw_pos(self, assign_result: AssignResult, pos_inds: Tensor,
                   num_expected: int) -> Tuple[Tensor, Tensor]:
