@@ -15,8 +15,9 @@ model = dict(
                 num=512,
                 pos_fraction=0.25,
                 add_gt_as_proposals=True,
-                # -1: all negatives in the bins; mmdet's sampler turns -1
-                # into 0 after its first image (docs/libra.md)
+                # -1: all negatives in the bins, as the paper's code;
+                # mmdet's turns -1 into 0 after its first image
+                # (docs/libra.md)
                 floor_thr=-1,
                 floor_fraction=0,
                 num_bins=3,

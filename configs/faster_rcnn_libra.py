@@ -3,9 +3,9 @@
 # libra_rcnn/libra-faster-rcnn_r50_fpn_1x_coco.py (38.3 box AP on COCO).
 # Inherits the IoU-balanced sampling row and adds BFP and Balanced L1.
 # One difference from mmdet 3.x's sampler: floor_thr=-1 keeps IoU-0
-# negatives in the bottom bin, as -1 is documented; mmdet's turns it into 0
-# on its first call (floor_thr=0 reproduces that; which branch the 38.3 run
-# took is uncertain, see docs/libra.md).
+# negatives in the bottom bin, as -1 is documented and as the authors'
+# release of the paper's code (38.6 AP) sampled them; mmdet's turns it into
+# 0 on its first call (floor_thr=0 reproduces that; see docs/libra.md).
 _base_ = './faster_rcnn_iou_balanced.py'
 model = dict(
     # FPN followed by BFP: integrate, refine (non-local) and strengthen the

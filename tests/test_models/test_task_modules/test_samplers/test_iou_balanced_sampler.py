@@ -109,7 +109,7 @@ DRAWS = 80
 
 
 @pytest.mark.parametrize('floor_thr,floor_fraction,num_bins', [
-    (-1, 0, 3),  # Libra R-CNN's config, as mmdet documents -1
+    (-1, 0, 3),  # Libra's config: mmdet's first call, the paper's code
     (0, 0, 3),
     (0.05, 0.5, 2),
     (0.05, 0.25, 2),  # unequal shares: a swapped floor_fraction shows
