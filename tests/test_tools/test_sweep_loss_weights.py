@@ -3,7 +3,7 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from helpers import REPO, import_tool
+from helpers import REPO, import_tool, repo_config
 
 sweep = import_tool('sweep_loss_weights')
 
@@ -50,7 +50,7 @@ def test_exit_status(tmp_path, monkeypatch, rows, status):
 
 
 def test_the_key_must_name_a_number_in_the_config(tmp_path):
-    cfg = Config.fromfile(osp.join(REPO, 'configs', 'faster_rcnn_biased.py'))
+    cfg = repo_config('faster_rcnn_biased.py')
     sweep.check_key(cfg, 'model.rpn_head.loss_bbox.loss_weight')
     sweep.check_key(cfg, 'model.test_cfg.rcnn.score_thr')
     for key, match in (
@@ -82,8 +82,7 @@ def test_a_broken_config_is_a_clean_error(tmp_path, monkeypatch):
 def test_a_scheduled_weight_cannot_be_swept():
     """retinanet_fl_adaptive_weight.py ramps the box weight with
     LossWeightScheduleHook: every run of a sweep of it would train alike."""
-    cfg = Config.fromfile(osp.join(REPO, 'configs',
-                                   'retinanet_fl_adaptive_weight.py'))
+    cfg = repo_config('retinanet_fl_adaptive_weight.py')
     sweep.check_key(cfg, 'model.bbox_head.loss_cls.loss_weight')
     with pytest.raises(ValueError, match='is scheduled by the config'):
         sweep.check_key(cfg, 'model.bbox_head.loss_bbox.loss_weight')
@@ -91,7 +90,7 @@ def test_a_scheduled_weight_cannot_be_swept():
 
 def test_sweep_config_adds_the_error_metric(tmp_path):
     path = sweep.write_sweep_config(
-        Config.fromfile(osp.join(REPO, 'configs', 'retinanet_fl.py')),
+        repo_config('retinanet_fl.py'),
         str(tmp_path / 'sweep.py'), score_thr=0.2)
     cfg = Config.fromfile(path)
     assert [e['type'] for e in cfg.val_evaluator] == [

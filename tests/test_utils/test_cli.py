@@ -9,12 +9,11 @@ import sys
 import types
 
 import pytest
-from mmengine.config import Config
 
 from mmdet_freebies.utils import cli
 from mmdet_freebies.utils.cli import UserInputError, check_annotation_file
 
-from helpers import CONFIGS
+from helpers import CONFIGS, repo_config
 
 
 @pytest.mark.parametrize('content, match', [
@@ -114,13 +113,13 @@ def test_torchvision_checkpoint_without_torchvision_is_named(
         toy_cfg, monkeypatch):
     """mmdet's ResNet configs load torchvision:// weights; without
     torchvision the run would fail only at weight init."""
-    cfg = Config.fromfile(f'{CONFIGS}/retinanet_fl.py')
+    cfg = repo_config('retinanet_fl.py')
     monkeypatch.setitem(sys.modules, 'torchvision', None)  # not installed
     with pytest.raises(UserInputError, match=re.escape(
             "model.backbone.init_cfg.checkpoint='torchvision://resnet50'")):
         cli.check_pretrained(cfg)
     cli.check_pretrained(toy_cfg('retinanet_fl.py'))  # no pretrained weights
-    cli.check_pretrained(Config.fromfile(f'{CONFIGS}/yolov3_baseline.py'))
+    cli.check_pretrained(repo_config('yolov3_baseline.py'))
     monkeypatch.setitem(sys.modules, 'torchvision', types.ModuleType('tv'))
     cli.check_pretrained(cfg)
 

@@ -12,7 +12,7 @@ from mmdet.registry import DATASETS
 from mmdet_freebies.datasets.toy import GENERATOR_VERSION, make_toy_dataset
 from mmdet_freebies.utils.toy import apply_toy
 
-from helpers import CONFIGS
+from helpers import CONFIGS, repo_config
 
 
 def test_apply_toy_rewrites_data_model_and_schedule(toy_cfg, toy_data_root):
@@ -62,7 +62,7 @@ def test_max_epochs_given_with_the_toy_size_scales_the_schedule(
     hook, = [h for h in cfg.custom_hooks if h.type == 'MixupSwitchHook']
     assert 0 < hook.num_last_epochs < 10
     with pytest.raises(ValueError, match='max_epochs must be an int >= 1'):
-        apply_toy(Config.fromfile(f'{CONFIGS}/retinanet_fl.py'), 'tiny',
+        apply_toy(repo_config('retinanet_fl.py'), 'tiny',
                   toy_data_root, max_epochs=0)
 
 
@@ -72,7 +72,7 @@ def test_tiny_cuts_the_training_set_only(tmp_path):
     root = str(tmp_path) + '/'
     make_toy_dataset(root, seed=0, num_train=12, num_val=12,
                      img_size=(64, 64), min_size=6)
-    cfg = apply_toy(Config.fromfile(f'{CONFIGS}/retinanet_fl.py'), 'tiny',
+    cfg = apply_toy(repo_config('retinanet_fl.py'), 'tiny',
                     root)
     init_default_scope('mmdet')
     assert len(DATASETS.build(cfg.train_dataloader.dataset)) == 8
@@ -96,7 +96,7 @@ def test_random_shapes_and_pipeline_variables_are_scaled(toy_cfg, size, low,
 
 
 def test_random_shapes_stay_at_least_32(toy_data_root):
-    cfg = Config.fromfile(f'{CONFIGS}/yolov3_random_shapes.py')
+    cfg = repo_config('yolov3_random_shapes.py')
     cfg.model.data_preprocessor.batch_augments[0].random_size_range = (160,
                                                                        608)
     apply_toy(cfg, 'tiny', toy_data_root)  # 160 * 64 // 608 = 16
@@ -106,7 +106,7 @@ def test_random_shapes_stay_at_least_32(toy_data_root):
 
 def test_adam_gets_the_adam_lr_and_a_whole_schedule_switch_stays_whole(
         toy_data_root):
-    cfg = Config.fromfile(f'{CONFIGS}/yolov3_mixup.py')
+    cfg = repo_config('yolov3_mixup.py')
     cfg.optim_wrapper.optimizer = dict(type='AdamW', lr=0.1)
     cfg.custom_hooks[0].num_last_epochs = cfg.train_cfg.max_epochs
     apply_toy(cfg, 'small', toy_data_root)
@@ -148,7 +148,7 @@ def test_syncbn_becomes_bn_only_without_cuda(toy_cfg, monkeypatch, cuda,
 
 
 def test_unknown_size_and_missing_data(tmp_path):
-    cfg = Config.fromfile(f'{CONFIGS}/retinanet_fl.py')
+    cfg = repo_config('retinanet_fl.py')
     with pytest.raises(ValueError, match="unknown --toy size 'huge'"):
         apply_toy(cfg, 'huge')
     with pytest.raises(FileNotFoundError, match='make_toy_dataset'):
@@ -164,7 +164,7 @@ def test_data_of_another_generator_version_warns(tmp_path, toy_data_root):
     shutil.copytree(toy_data_root, root)
     ann = root / 'annotations' / 'train.json'
     coco = json.loads(ann.read_text())
-    cfg = Config.fromfile(f'{CONFIGS}/retinanet_fl.py')
+    cfg = repo_config('retinanet_fl.py')
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         apply_toy(cfg.copy(), 'tiny', str(root))
@@ -178,13 +178,13 @@ def test_data_of_another_generator_version_warns(tmp_path, toy_data_root):
 def test_a_dropped_load_from_and_an_assumed_schedule_warn(toy_data_root):
     """The toy model cannot load the config's checkpoint, and a train_cfg
     without max_epochs is scaled as mmdet's 1x: both are said."""
-    cfg = Config.fromfile(f'{CONFIGS}/retinanet_fl.py')
+    cfg = repo_config('retinanet_fl.py')
     cfg.load_from = 'checkpoints/retinanet_r50_coco.pth'
     with pytest.warns(UserWarning, match="load_from='checkpoints/retinanet_"
                       "r50_coco.pth' is dropped"):
         apply_toy(cfg, 'tiny', toy_data_root)
     assert cfg.load_from is None
-    cfg = Config.fromfile(f'{CONFIGS}/retinanet_fl.py')
+    cfg = repo_config('retinanet_fl.py')
     del cfg.train_cfg['max_epochs']
     with pytest.warns(UserWarning, match='train_cfg has no max_epochs; .* '
                       'as if it were max_epochs=12'):
@@ -192,7 +192,7 @@ def test_a_dropped_load_from_and_an_assumed_schedule_warn(toy_data_root):
     assert cfg.train_cfg.max_epochs == 1
     # load_from=None (mmdet's default_runtime) or none at all: no warning
     for drop in (False, True):
-        cfg = Config.fromfile(f'{CONFIGS}/retinanet_fl.py')
+        cfg = repo_config('retinanet_fl.py')
         assert 'load_from' in cfg and cfg.load_from is None
         if drop:
             cfg.pop('load_from')

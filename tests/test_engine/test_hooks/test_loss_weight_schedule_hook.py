@@ -1,10 +1,8 @@
 import math
-import os.path as osp
 import warnings
 from types import SimpleNamespace
 
 import pytest
-from mmengine.config import Config
 from mmengine.logging import MessageHub
 from torch import nn
 
@@ -15,7 +13,8 @@ from mmdet_freebies.engine.hooks.guided_loss_scaling import \
 from mmdet_freebies.engine.hooks.loss_weight_schedule_hook import (
     LossWeightScheduleHook, _check_schedule, scheduled_weight)
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..', '..'))
+from helpers import repo_config
+
 LINEAR = dict(loss='bbox_head.loss_bbox', policy='linear', begin=10, end=20,
               from_weight=0.1, to_weight=1.0)
 
@@ -154,8 +153,7 @@ def test_bad_module_path_named_at_before_train():
 
 
 def test_example_config_builds():
-    cfg = Config.fromfile(
-        osp.join(REPO, 'configs', 'retinanet_fl_adaptive_weight.py'))
+    cfg = repo_config('retinanet_fl_adaptive_weight.py')
     hook = HOOKS.build(cfg.custom_hooks[0])
     assert isinstance(hook, LossWeightScheduleHook) and hook.by_epoch
     assert cfg.model.bbox_head.loss_bbox.loss_weight == \

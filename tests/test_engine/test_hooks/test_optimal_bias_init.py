@@ -11,7 +11,6 @@ import re
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.dataset import DefaultSampler, pseudo_collate
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
@@ -27,7 +26,7 @@ from mmdet_freebies.models.task_modules.prior_estimator import (estimate_prior,
                                                                 prior_to_bias)
 from mmdet_freebies.utils.toy import apply_toy
 
-from helpers import CONFIGS, run_two_ranks
+from helpers import CONFIGS, repo_config, run_two_ranks
 
 
 
@@ -504,7 +503,7 @@ def test_runs_only_from_scratch(toy_cfg, tmp_path, state, force, runs):
 
 
 def _runner_cfg(tmp_path, toy_data_root, **hook):
-    cfg = apply_toy(Config.fromfile(osp.join(CONFIGS, 'retinanet_fl.py')),
+    cfg = apply_toy(repo_config('retinanet_fl.py'),
                     'tiny', toy_data_root)
     cfg.custom_hooks = [dict(type='OptimalBiasInit', **hook)]
     cfg.work_dir = str(tmp_path)
@@ -594,7 +593,7 @@ dist.destroy_process_group()
 
 
 def _no_flip_cfg(toy_data_root):
-    cfg = apply_toy(Config.fromfile(osp.join(CONFIGS, 'retinanet_fl.py')),
+    cfg = apply_toy(repo_config('retinanet_fl.py'),
                     'tiny', toy_data_root)
     # no random flip: the DDP and single-process counts must see the same
     # targets

@@ -2,24 +2,21 @@
 RoI head on all proposals (KeepAllSampler, see test_keep_all_sampler.py) with
 the official box-loss normalisation (SamplingFreeShared2FCBBoxHead), checked
 by hand."""
-import os.path as osp
-
 import pytest
 import torch
 import torch.nn.functional as F
-from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 
-from helpers import CONFIGS
+from helpers import repo_config
 
 register_all_modules()
 
 
 def _rpn_head():
-    cfg = Config.fromfile(osp.join(CONFIGS, 'faster_rcnn_rpn_sf.py'))
+    cfg = repo_config('faster_rcnn_rpn_sf.py')
     head = cfg.model.rpn_head
     # One level of 32x32 anchors every 16 px on a 64x64 image: a 4x4 grid.
     head.update(in_channels=1, feat_channels=1,
@@ -149,7 +146,7 @@ def test_roi_box_loss_is_the_official_smooth_l1(config):
     """GLS sets the RoI classification loss from the box loss's value, so
     the box loss is the official smooth L1 (beta 1): for residuals below 1
     it is |x| / 2 times mmdet's L1, here 0.25 at |x| = 0.5."""
-    cfg = Config.fromfile(osp.join(CONFIGS, config))
+    cfg = repo_config(config)
     loss = MODELS.build(cfg.model.roi_head.bbox_head.loss_bbox)
     pred, target = torch.full((1, 4), 0.5), torch.zeros(1, 4)
     assert loss(pred, target).item() == pytest.approx(0.5**2 / 2)
