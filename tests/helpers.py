@@ -1,7 +1,7 @@
 """Paths and helpers shared by the tests (``tests/`` is on ``pythonpath``)."""
 import copy
 import functools
-import importlib
+import importlib.util
 import json
 import os
 import os.path as osp
@@ -37,12 +37,17 @@ def repo_config(path: str) -> Config:
 
 
 def import_tool(name: str):
-    """Import ``tools/<name>.py``: the tools are scripts, not a package."""
-    sys.path.insert(0, osp.join(REPO, 'tools'))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
+    """Import ``tools/<name>.py`` (the tools are scripts, not a package) by
+    its path, once per session, as the module ``tools_<name>``: a tool's
+    own name can be taken (``test`` is Python's own package)."""
+    module_name = f'tools_{name}'
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            module_name, osp.join(REPO, 'tools', f'{name}.py'))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[module_name] = module
+    return sys.modules[module_name]
 
 
 def free_port() -> int:

@@ -84,7 +84,8 @@ def test_train_toy_end_to_end(tmp_path, toy_data_root):
     # as a process start costs ~8 s: test_bad_input_is_one_line_on_stderr
     # checks a real process's error exit)
     with pytest.raises(SystemExit, match=r'must be a \.pkl or \.pickle'):
-        _test_tool().main(test_cmd[2:] + ['--out', str(tmp_path / 'p.json')])
+        import_tool('test').main(test_cmd[2:] +
+                                 ['--out', str(tmp_path / 'p.json')])
     # --tta: the config's TTA (mmdet's RetinaNet one: 3 scales, all at the
     # toy size here, x 2 flips) runs, evaluates and merges its passes
     tta_out = str(tmp_path / 'tta.pkl')
@@ -413,16 +414,6 @@ def test_flagship_configs_train_end_to_end(config, tmp_path, toy_data_root):
         for k, v in r.items() if k.startswith('loss'))
 
 
-def _test_tool():
-    """tools/test.py as a module (``import test`` is Python's own
-    package)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('test_tool', TEST)
-    test_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(test_tool)
-    return test_tool
-
-
 def test_checkpoint_urls_are_left_to_mmengine(toy_data_root, monkeypatch):
     """A model-zoo URL is not a local file: test.py and train.py --resume
     pass it on to the runner instead of refusing it."""
@@ -432,7 +423,7 @@ def test_checkpoint_urls_are_left_to_mmengine(toy_data_root, monkeypatch):
     seen = []
     monkeypatch.setattr(Runner, 'from_cfg', lambda cfg: seen.append(
         cfg.load_from) or types.SimpleNamespace(test=lambda: None))
-    _test_tool().main([config, url] + common)
+    import_tool('test').main([config, url] + common)
     train_tool = import_tool('train')
     monkeypatch.setattr(Runner, 'from_cfg',
                         lambda cfg: seen.append((cfg.resume, cfg.load_from)))
@@ -450,8 +441,9 @@ def _tta_cfg(config, monkeypatch, toy_data_root, tmp_path):
         cfg) or types.SimpleNamespace(test=lambda: None))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        _test_tool().main([f'{CONFIGS}/{config}', str(checkpoint), '--tta',
-                           '--toy', 'tiny', '--toy-data', toy_data_root])
+        import_tool('test').main([
+            f'{CONFIGS}/{config}', str(checkpoint), '--tta', '--toy',
+            'tiny', '--toy-data', toy_data_root])
     return seen[0], [str(w.message) for w in caught]
 
 
@@ -494,7 +486,7 @@ def test_tta_runs_end_to_end(config, defaults, toy_cfg, toy_data_root,
     out = str(tmp_path / 'tta.pkl')
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        _test_tool().main([
+        import_tool('test').main([
             f'{CONFIGS}/{config}', checkpoint, '--toy', 'tiny', '--toy-data',
             toy_data_root, '--tta', '--out', out, '--work-dir',
             str(tmp_path / 'w'), '--cfg-options', 'model.test_cfg.score_thr=0',
@@ -537,6 +529,6 @@ def test_a_custom_runner_type_is_built_by_both_tools(toy_data_root,
     built = []
     monkeypatch.setattr(RUNNERS, 'build', lambda cfg: built.append(
         cfg.runner_type) or types.SimpleNamespace(test=lambda: None))
-    _test_tool().main([config, str(checkpoint)] + common)
+    import_tool('test').main([config, str(checkpoint)] + common)
     train_tool.build_runner(train_tool.parse_args([config] + common))
     assert built == ['MyRunner', 'MyRunner']
