@@ -72,8 +72,7 @@ def test_tiny_cuts_the_training_set_only(tmp_path):
     root = str(tmp_path) + '/'
     make_toy_dataset(root, seed=0, num_train=12, num_val=12,
                      img_size=(64, 64), min_size=6)
-    cfg = apply_toy(repo_config('retinanet_fl.py'), 'tiny',
-                    root)
+    cfg = apply_toy(repo_config('retinanet_fl.py'), 'tiny', root)
     init_default_scope('mmdet')
     assert len(DATASETS.build(cfg.train_dataloader.dataset)) == 8
     for loader in ('val_dataloader', 'test_dataloader'):

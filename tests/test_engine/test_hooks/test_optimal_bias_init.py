@@ -24,9 +24,8 @@ from mmdet_freebies.engine.hooks.optimal_bias_init import (OptimalBiasInit,
                                                            cls_layer_name)
 from mmdet_freebies.models.task_modules.prior_estimator import (estimate_prior,
                                                                 prior_to_bias)
-from mmdet_freebies.utils.toy import apply_toy
 
-from helpers import CONFIGS, repo_config, run_two_ranks
+from helpers import CONFIGS, run_two_ranks
 
 
 
@@ -502,9 +501,8 @@ def test_runs_only_from_scratch(toy_cfg, tmp_path, state, force, runs):
     assert osp.exists(tmp_path / 'optimal_bias_init.json') == runs
 
 
-def _runner_cfg(tmp_path, toy_data_root, **hook):
-    cfg = apply_toy(repo_config('retinanet_fl.py'),
-                    'tiny', toy_data_root)
+def _runner_cfg(tmp_path, toy_cfg, **hook):
+    cfg = toy_cfg('retinanet_fl.py')
     cfg.custom_hooks = [dict(type='OptimalBiasInit', **hook)]
     cfg.work_dir = str(tmp_path)
     cfg.default_hooks.checkpoint.update(interval=1, max_keep_ckpts=1)
@@ -513,10 +511,10 @@ def _runner_cfg(tmp_path, toy_data_root, **hook):
 
 
 @pytest.mark.slow
-def test_runner_from_scratch_then_resume(tmp_path, toy_data_root):
+def test_runner_from_scratch_then_resume(tmp_path, toy_cfg):
     """A real run records the estimate; resuming from its checkpoint keeps
     the checkpoint's bias (the hook runs after load_or_resume and skips)."""
-    cfg = _runner_cfg(tmp_path, toy_data_root, num_images=4)
+    cfg = _runner_cfg(tmp_path, toy_cfg, num_images=4)
     Runner.from_cfg(cfg).train()
     path = tmp_path / 'optimal_bias_init.json'
     record = json.load(open(path))
@@ -530,7 +528,7 @@ def test_runner_from_scratch_then_resume(tmp_path, toy_data_root):
     # weights-only loader rejects; the logged scalars are not under test
     checkpoint['message_hub']['log_scalars'] = {}
     torch.save(checkpoint, ckpt)
-    cfg = _runner_cfg(tmp_path, toy_data_root, num_images=4)
+    cfg = _runner_cfg(tmp_path, toy_cfg, num_images=4)
     cfg.resume, cfg.load_from = True, ckpt
     runner = Runner.from_cfg(cfg)
     runner.train()
@@ -543,7 +541,7 @@ def test_runner_from_scratch_then_resume(tmp_path, toy_data_root):
         checkpoint['state_dict'][f'bbox_head.retina_cls.{key}'] = \
             tensor.new_zeros((9 * 80, ) + tensor.shape[1:])
     torch.save(checkpoint, ckpt)
-    cfg = _runner_cfg(tmp_path, toy_data_root, num_images=4)
+    cfg = _runner_cfg(tmp_path, toy_cfg, num_images=4)
     cfg.load_from = ckpt
     Runner.from_cfg(cfg).train()
     record = json.load(open(path))
@@ -592,9 +590,8 @@ dist.destroy_process_group()
 """
 
 
-def _no_flip_cfg(toy_data_root):
-    cfg = apply_toy(repo_config('retinanet_fl.py'),
-                    'tiny', toy_data_root)
+def _no_flip_cfg(toy_cfg):
+    cfg = toy_cfg('retinanet_fl.py')
     # no random flip: the DDP and single-process counts must see the same
     # targets
     pipeline = cfg.train_dataloader.dataset.pipeline
@@ -605,7 +602,8 @@ def _no_flip_cfg(toy_data_root):
 
 
 @pytest.mark.slow
-def test_ddp_ranks_share_the_bias_of_all_shards(tmp_path, toy_data_root):
+def test_ddp_ranks_share_the_bias_of_all_shards(tmp_path, toy_data_root,
+                                                toy_cfg):
     """2 gloo processes: each counts its shard, the counts are all-reduced,
     both ranks set the bias of the single-process count over all images."""
     script = tmp_path / 'worker.py'
@@ -616,7 +614,7 @@ def test_ddp_ranks_share_the_bias_of_all_shards(tmp_path, toy_data_root):
     bias0 = torch.load(tmp_path / 'bias0.pt')
     bias1 = torch.load(tmp_path / 'bias1.pt')
     assert torch.equal(bias0, bias1)
-    model, dataset = _build(_no_flip_cfg(toy_data_root))
+    model, dataset = _build(_no_flip_cfg(toy_cfg))
     est = estimate_prior(model, dataset, None, batch_size=2, distributed=False)
     assert torch.allclose(bias0, torch.tensor(prior_to_bias(est.prior)))
     # only rank 0 writes the record; it holds the summed counts

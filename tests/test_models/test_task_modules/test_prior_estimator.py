@@ -159,8 +159,7 @@ def build(toy_data_root):
     def get(name):
         if name not in cache:
             init_default_scope('mmdet')
-            cfg = apply_toy(repo_config(name),
-                            'tiny', toy_data_root)
+            cfg = apply_toy(repo_config(name), 'tiny', toy_data_root)
             torch.manual_seed(0)
             cache[name] = (MODELS.build(cfg.model),
                            DATASETS.build(cfg.train_dataloader.dataset))
@@ -492,13 +491,11 @@ def test_ranks_agree_on_the_classes_they_saw(tmp_path):
     assert counts == [[1, 0, 0, 1], [1, 0, 0, 1]]
 
 
-def test_no_positives_warns_and_no_assigner_fails(toy_data_root):
+def test_no_positives_warns_and_no_assigner_fails(toy_cfg):
     """Images whose boxes were all filtered out give no positive prior (a
     warning, prior 0); a head built without train_cfg cannot assign."""
-    from mmdet_freebies.utils.toy import apply_toy
     init_default_scope('mmdet')
-    cfg = apply_toy(repo_config('retinanet_fl.py'),
-                    'tiny', toy_data_root)
+    cfg = toy_cfg('retinanet_fl.py')
     pipeline = cfg.train_dataloader.dataset.pipeline
     pipeline.insert(-1, dict(type='FilterAnnotations',
                              min_gt_bbox_wh=(1000, 1000), keep_empty=False))
