@@ -5,12 +5,12 @@ import shutil
 
 import pytest
 
-from helpers import REPO, import_tool
+from helpers import CONFIGS, import_tool
 
 
 def test_cli_on_the_toy_set(toy_data_root, tmp_path, capsys):
     tool = import_tool('dataset_stats')
-    tool.main([osp.join(REPO, 'configs', 'retinanet_fl.py'), '--toy',
+    tool.main([osp.join(CONFIGS, 'retinanet_fl.py'), '--toy',
                'tiny', '--toy-data', toy_data_root, '--val', '--out-dir',
                str(tmp_path), '--prior-images', '4'])
     out = capsys.readouterr().out
@@ -38,7 +38,7 @@ def test_cli_counts_the_images_training_filters_out(toy_data_root,
                            if a['image_id'] not in empty]
     ann.write_text(json.dumps(coco))
     tool = import_tool('dataset_stats')
-    tool.main([osp.join(REPO, 'configs', 'retinanet_fl.py'), '--toy',
+    tool.main([osp.join(CONFIGS, 'retinanet_fl.py'), '--toy',
                'small', '--toy-data', str(root), '--out-dir',
                str(tmp_path / 'out'), '--prior-images', '0'])
     line = next(x for x in capsys.readouterr().out.splitlines()
@@ -47,7 +47,7 @@ def test_cli_counts_the_images_training_filters_out(toy_data_root,
 
 
 def _toy_retinanet_args(toy_data_root, tmp_path, option):
-    return [osp.join(REPO, 'configs', 'retinanet_fl.py'), '--toy', 'tiny',
+    return [osp.join(CONFIGS, 'retinanet_fl.py'), '--toy', 'tiny',
             '--toy-data', toy_data_root, '--out-dir', str(tmp_path),
             '--cfg-options', option]
 

@@ -3,7 +3,7 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from helpers import REPO, import_tool, repo_config
+from helpers import CONFIGS, import_tool, repo_config
 
 sweep = import_tool('sweep_loss_weights')
 
@@ -44,7 +44,7 @@ def test_exit_status(tmp_path, monkeypatch, rows, status):
     monkeypatch.setattr(ablation, 'train_and_eval',
                         lambda *a, **k: next(results))
     assert sweep.main([
-        osp.join(REPO, 'configs', 'retinanet_fl.py'), '--key',
+        osp.join(CONFIGS, 'retinanet_fl.py'), '--key',
         'model.bbox_head.loss_bbox.loss_weight', '--values', '0.5,1',
         '--work-dir', str(tmp_path)]) == status
 
@@ -63,7 +63,7 @@ def test_the_key_must_name_a_number_in_the_config(tmp_path):
             sweep.check_key(cfg, key)
     with pytest.raises(SystemExit, match='loss_weigth'):
         sweep.main([
-            osp.join(REPO, 'configs', 'retinanet_fl.py'), '--key',
+            osp.join(CONFIGS, 'retinanet_fl.py'), '--key',
             'model.bbox_head.loss_bbox.loss_weigth', '--values', '0.5',
             '--work-dir', str(tmp_path)])
 
