@@ -13,14 +13,11 @@ time of each side and the overhead.
 """
 import os.path as osp
 import statistics
-import sys
 import tempfile
 import time
 from types import SimpleNamespace
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from _paths import CONFIGS
 
 COMMAND = '.venv/bin/python benchmarks/bench_health.py'
 
@@ -36,8 +33,7 @@ def _setup(data_root: str):
     from mmdet.utils import register_all_modules
     from mmdet_freebies.utils.toy import apply_toy
     register_all_modules()
-    cfg = apply_toy(Config.fromfile(osp.join(REPO, 'configs',
-                                             'retinanet_fl.py')),
+    cfg = apply_toy(Config.fromfile(osp.join(CONFIGS, 'retinanet_fl.py')),
                     'small', data_root)
     cfg.train_dataloader.batch_size = 2  # 128 px as 'small', cheaper steps
     cfg.train_dataloader.num_workers = 0

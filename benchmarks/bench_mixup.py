@@ -27,13 +27,8 @@ to 1.6x.
 """
 import os.path as osp
 import statistics
-import sys
 import tempfile
 import time
-
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
 COMMAND = '.venv/bin/python benchmarks/bench_mixup.py'
 NUM_IMAGES = 32

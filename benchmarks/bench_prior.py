@@ -15,16 +15,14 @@ Usage: ``.venv/bin/python benchmarks/bench_prior.py``
 """
 import os.path as osp
 import statistics
-import sys
 import time
 
 import numpy as np
 import torch
 
+from _paths import CONFIGS, REPO
 from _timing import alternated, one_thread
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO)
 COMMAND = '.venv/bin/python benchmarks/bench_prior.py'
 TOY = osp.join(REPO, 'data', 'toy') + '/'
 
@@ -40,8 +38,7 @@ def _setup():
         from mmdet_freebies.datasets.toy import make_toy_dataset
         make_toy_dataset(TOY, seed=0)
     cfg = apply_toy(
-        Config.fromfile(osp.join(REPO, 'configs', 'retinanet_fl.py')), 'small',
-        TOY)
+        Config.fromfile(osp.join(CONFIGS, 'retinanet_fl.py')), 'small', TOY)
     init_default_scope('mmdet')
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).eval()

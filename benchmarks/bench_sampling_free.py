@@ -31,10 +31,9 @@ import time
 
 import torch
 
+from _paths import CONFIGS
 from _timing import alternated, one_thread
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO)
 COMMAND = '.venv/bin/python benchmarks/bench_sampling_free.py'
 IMG = 128
 BATCH = 2
@@ -52,7 +51,7 @@ def _setup(config: str, data_root: str):
     import mmdet_freebies  # noqa: F401
     from mmdet_freebies.utils.toy import apply_toy
     register_all_modules()
-    cfg = apply_toy(Config.fromfile(osp.join(REPO, 'configs', config)),
+    cfg = apply_toy(Config.fromfile(osp.join(CONFIGS, config)),
                     'small', data_root)
     cfg.train_dataloader.update(batch_size=BATCH, num_workers=0,
                                 persistent_workers=False)
